@@ -1,0 +1,188 @@
+"""The one image path: bytes/file/PIL -> RGB -> square crop -> model size -> tensor, and back.
+
+Training, evaluation and the service all call these functions, so a real JPEG photo and a
+generated PNG reach the network through exactly the same steps. The constants
+(:class:`PreprocessConfig`) are saved in every checkpoint and read back from it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GAN_MEAN = (0.5, 0.5, 0.5)
+GAN_STD = (0.5, 0.5, 0.5)
+DEFAULT_MAX_PIXELS = 50_000_000  # a 8660x5773 photo; far above any dermatoscope
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+ImageSource = bytes | bytearray | memoryview | str | Path | Image.Image
+
+
+class InvalidImageError(ValueError):
+    """The input is not an image we can use; the message says why (safe to show to a client)."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    image_size: int = 128
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    crop: str = "center_square"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessConfig:
+        return cls(
+            image_size=int(d["image_size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            interpolation=d.get("interpolation", "bicubic"),
+            crop=d.get("crop", "center_square"),
+        )
+
+
+def _open(source: ImageSource) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, str | Path):
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    else:
+        data = bytes(source)
+    if not data:
+        raise InvalidImageError("empty file: 0 bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImageError(f"image too large (decompression bomb): {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImageError(
+            "not a recognised image (JPEG, PNG, WebP, BMP or TIFF expected)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImageError(f"corrupt image header: {exc}") from exc
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; 16/32-bit greyscale is rescaled, alpha composited on black."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode fully into an RGB image: EXIF orientation applied, first frame of an animation.
+
+    The pixel limit is checked on the header, before any pixel buffer is allocated.
+    """
+    img = _open(source)
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise InvalidImageError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidImageError(
+            f"image too large: {width}x{height} = {width * height} pixels, limit {max_pixels}"
+        )
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        msg = str(exc)
+        if "truncated" in msg:
+            msg = "image file is truncated"
+        raise InvalidImageError(f"cannot decode image: {msg}") from exc
+
+
+def square_resize(img: Image.Image, config: PreprocessConfig) -> Image.Image:
+    """Center square crop, then resize to ``config.image_size`` (antialiased when shrinking)."""
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    if side != w or side != h:
+        img = img.crop((left, top, left + side, top + side))
+    size = config.image_size
+    if img.size != (size, size):
+        img = img.resize((size, size), _RESAMPLE[config.interpolation], reducing_gap=None)
+    return img
+
+
+def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 tensor (3, H, W)."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+def load_uint8(
+    source: ImageSource, config: PreprocessConfig, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Source -> uint8 tensor (3, S, S): the CPU half of preprocessing (decode, crop, resize)."""
+    return to_uint8_tensor(square_resize(load_rgb(source, max_pixels), config))
+
+
+def normalize(batch: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
+    """uint8 (N, 3, S, S) or (3, S, S), any device -> float32 normalised by the config."""
+    shape = (3, 1, 1)
+    mean = torch.tensor(config.mean, device=batch.device).view(shape)
+    std = torch.tensor(config.std, device=batch.device).view(shape)
+    return (batch.float() / 255.0 - mean) / std
+
+
+def preprocess(
+    source: ImageSource, config: PreprocessConfig, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Source -> float tensor (3, S, S), ready for the model."""
+    return normalize(load_uint8(source, config, max_pixels), config)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1], (N, 3, S, S) -> uint8 (N, 3, S, S) on the CPU."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """uint8 (3, H, W) -> RGB PIL image."""
+    return Image.fromarray(image.permute(1, 2, 0).numpy(), mode="RGB")
+
+
+def encode(image: Image.Image, fmt: str = "png", quality: int = 95) -> bytes:
+    """PIL image -> PNG or JPEG bytes (JPEG with 4:2:0 subsampling, as cameras write it)."""
+    buf = io.BytesIO()
+    fmt = fmt.lower()
+    if fmt == "png":
+        image.save(buf, format="PNG", compress_level=1)
+    elif fmt in ("jpeg", "jpg"):
+        image.save(buf, format="JPEG", quality=quality)
+    else:
+        raise ValueError(f"unsupported output format {fmt!r}: use png or jpeg")
+    return buf.getvalue()
+
+
+def images_to_bytes(images: torch.Tensor, fmt: str = "png", quality: int = 95) -> list[bytes]:
+    """Generator output in [-1, 1] -> encoded files, one per image."""
+    return [encode(to_pil(img), fmt, quality) for img in to_uint8(images)]

@@ -1,0 +1,39 @@
+"""Shared fixtures: where the shared data lives, and small real images from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``$DERMAFAKE_SHARED_DATA`` or ``../shared/data`` beside the repository."""
+    return Path(os.environ.get("DERMAFAKE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_dir()
+    if not (root / "ham10000-200x150" / "HAM10000_metadata.csv").is_file():
+        pytest.skip(
+            f"shared data not found at {root}: set DERMAFAKE_SHARED_DATA to a folder holding "
+            "ham10000-200x150/ (see README, 'Data')"
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def ham_dir(shared_data: Path) -> Path:
+    return shared_data / "ham10000-200x150"
+
+
+@pytest.fixture(scope="session")
+def clinic_photos(shared_data: Path) -> list[Path]:
+    photos = sorted((shared_data / "isic-uda1-originals").glob("*.jpg"))
+    if not photos:
+        pytest.skip(f"no clinic photos in {shared_data / 'isic-uda1-originals'}")
+    return photos

@@ -1,0 +1,133 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from models.checkpoint import (
+    CheckpointError,
+    clean_state_dict,
+    load_model,
+    load_state,
+    read_meta,
+    save_model,
+    save_state,
+)
+from models.detector import Detector
+from models.preprocessing import GAN_MEAN, GAN_STD, PreprocessConfig
+from models.sngan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+
+GAN_PRE = PreprocessConfig(image_size=32, mean=GAN_MEAN, std=GAN_STD)
+
+
+@pytest.fixture(scope="module")
+def detector_file(tmp_path_factory) -> tuple[Path, Detector]:
+    torch.manual_seed(0)
+    model = Detector().eval()
+    path = tmp_path_factory.mktemp("ckpt") / "detector.safetensors"
+    save_model(path, model, PreprocessConfig(), threshold=0.37, step=12, metrics={"auc": 0.9})
+    return path, model
+
+
+def test_detector_round_trip_identical_outputs(detector_file) -> None:
+    path, model = detector_file
+    loaded, meta = load_model(path, "detector")
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert meta.threshold == 0.37 and meta.step == 12 and meta.metrics == {"auc": 0.9}
+    assert meta.preprocess_config == PreprocessConfig()
+    assert meta.code_version and meta.created
+
+
+def test_generator_and_discriminator_round_trip(tmp_path: Path) -> None:
+    g = Generator(GeneratorConfig(image_size=32, channels=8)).eval()
+    d = Discriminator(DiscriminatorConfig(image_size=32, channels=8))
+    d(torch.randn(2, 3, 32, 32))  # advance spectral-norm power iteration state
+    d.eval()
+    save_model(tmp_path / "g.safetensors", g, GAN_PRE)
+    save_model(tmp_path / "d.safetensors", d, GAN_PRE)
+    g2, meta = load_model(tmp_path / "g.safetensors", "generator")
+    d2, _ = load_model(tmp_path / "d.safetensors", "discriminator")
+    z = torch.randn(3, 128)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(g(z), g2(z))
+        assert torch.equal(d(x), d2(x))
+    assert meta.config == {"image_size": 32, "z_dim": 128, "channels": 8}
+
+
+def test_compiled_and_ddp_prefixes_stripped() -> None:
+    sd = {"module._orig_mod.fc.weight": torch.zeros(1), "_orig_mod.fc.bias": torch.ones(1)}
+    assert set(clean_state_dict(sd)) == {"fc.weight", "fc.bias"}
+
+
+def test_wrong_kind(detector_file) -> None:
+    with pytest.raises(CheckpointError, match="holds a detector, expected a generator"):
+        load_model(detector_file[0], "generator")
+
+
+def test_truncated_file(tmp_path: Path, detector_file) -> None:
+    data = detector_file[0].read_bytes()
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"truncated or damaged|not a readable"):
+        load_model(bad)
+
+
+def test_tampered_weights(tmp_path: Path) -> None:
+    g = Generator(GeneratorConfig(image_size=32, channels=8))
+    path = tmp_path / "g.safetensors"
+    save_model(path, g, GAN_PRE)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF  # flip bits inside the last tensor
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_model(path)
+
+
+def test_foreign_safetensors_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="not a dermafake checkpoint"):
+        read_meta(path)
+
+
+def test_missing_and_garbage_files(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "absent.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_model(junk)
+
+
+def test_config_that_does_not_fit(tmp_path: Path) -> None:
+    g = Generator(GeneratorConfig(image_size=32, channels=8))
+    path = tmp_path / "g.safetensors"
+    meta = save_model(path, g, GAN_PRE)
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    fields = json.loads(json.dumps(meta.__dict__))
+    fields["config"]["channels"] = 16
+    save_file(
+        tensors, str(path), metadata={"format": "dermafake/1", "dermafake": json.dumps(fields)}
+    )
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(path)
+
+
+def test_training_state_round_trip(tmp_path: Path) -> None:
+    g = Generator(GeneratorConfig(image_size=32, channels=8))
+    opt = torch.optim.Adam(g.parameters())
+    g(torch.randn(2, 128)).mean().backward()
+    opt.step()
+    state = {"step": 5, "g": g.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state()}
+    save_state(tmp_path / "state.pt", state)
+    back = load_state(tmp_path / "state.pt")
+    assert back["step"] == 5
+    assert torch.equal(back["opt"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    with pytest.raises(CheckpointError, match="no training state"):
+        load_state(tmp_path / "absent.pt")
