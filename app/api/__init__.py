@@ -1,0 +1,1 @@
+"""HTTP layer: thin routes, their dependencies, schemas and error handlers."""

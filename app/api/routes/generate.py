@@ -1,0 +1,95 @@
+"""/generate: synthetic lesion images from the SNGAN generator, reproducible by seed."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.exceptions import RequestValidationError
+
+from app.api.deps import MetricsDep, ServicesDep, SettingsDep
+from app.api.schemas import MAX_SEED, ErrorBody, GeneratedImage, GenerateParams, GenerateResponse
+from app.runners import GenerateItem
+
+router = APIRouter(tags=["generate"])
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
+ERRORS = {code: {"model": ErrorBody} for code in (401, 503, 504)}
+RAW_IMAGE = {200: {"content": {"image/png": {}, "image/jpeg": {}}}}
+
+
+def _raw_format(accept: str) -> str | None:
+    """The image format the client asks for in Accept, if it asks for one before JSON."""
+    for part in accept.split(","):
+        media_type = part.split(";")[0].strip().lower()
+        if media_type == "application/json":
+            return None
+        if media_type == "image/png":
+            return "png"
+        if media_type in ("image/jpeg", "image/jpg"):
+            return "jpeg"
+    return None
+
+
+async def _generate(
+    params: GenerateParams,
+    loc: str,
+    accept: str | None,
+    services: ServicesDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> GenerateResponse | Response:
+    if params.n > settings.max_generate_n:
+        # Same shape as FastAPI's own validation errors: the limit is a setting, not a type.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": (loc, "n"),
+                    "msg": f"Input should be less than or equal to {settings.max_generate_n}",
+                    "input": params.n,
+                    "ctx": {"le": settings.max_generate_n},
+                }
+            ]
+        )
+    raw = _raw_format(accept or "") if params.n == 1 else None
+    fmt = raw or params.format
+    seed = secrets.randbelow(MAX_SEED + 1) if params.seed is None else params.seed
+    seeds = [seed + i for i in range(params.n)]
+    files = await services.generate_batcher.submit_many([GenerateItem(s, fmt) for s in seeds])
+    metrics.images_generated.labels(fmt).inc(len(files))
+    version = services.generator.version
+    if raw is not None:
+        headers = {"X-Seed": str(seed), "X-Model-Version": version}
+        return Response(files[0], media_type=MEDIA_TYPES[fmt], headers=headers)
+    images = [
+        GeneratedImage(seed=s, media_type=MEDIA_TYPES[fmt], data=base64.b64encode(f).decode())
+        for s, f in zip(seeds, files, strict=True)
+    ]
+    return GenerateResponse(model_version=version, images=images)
+
+
+@router.post("/generate", response_model=GenerateResponse, responses={**ERRORS, **RAW_IMAGE})
+async def generate_post(
+    params: GenerateParams,
+    services: ServicesDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> GenerateResponse | Response:
+    """JSON body ``{"n", "seed", "format"}``. Image ``i`` uses seed ``seed + i``. With ``n=1``
+    and ``Accept: image/png`` (or ``image/jpeg``) the answer is the image file itself."""
+    return await _generate(params, "body", accept, services, settings, metrics)
+
+
+@router.get("/generate", response_model=GenerateResponse, responses={**ERRORS, **RAW_IMAGE})
+async def generate_get(
+    params: Annotated[GenerateParams, Query()],
+    services: ServicesDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> GenerateResponse | Response:
+    """Query ``?n=&seed=&format=``; same behaviour as POST."""
+    return await _generate(params, "query", accept, services, settings, metrics)

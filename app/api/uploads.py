@@ -1,0 +1,126 @@
+"""Multipart image uploads for /detect: read with limits, decode in a thread pool, fail early.
+
+The form is parsed here, after the API key check, rather than by FastAPI's ``File()``
+parameters, so an unauthenticated client cannot make the server parse an upload and every
+failure gets a message naming the problem. Decoding (Pillow) runs in the decode pool, never on
+the event loop, and a bad image fails its request before anything reaches a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import torch
+from fastapi import Depends, HTTPException, Request
+from starlette.datastructures import UploadFile
+
+from app.api.deps import ServicesDep, SettingsDep
+from models.preprocessing import InvalidImageError, load_uint8
+
+FIELDS = ("file", "files")
+CHUNK_BYTES = 1 << 20
+MAX_TEXT_FIELDS = 16
+
+OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "one image"},
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "several images (up to DERMAFAKE_MAX_FILES)",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    filename: str
+    pixels: torch.Tensor  # uint8 (3, S, S) at the detector's input size
+
+
+async def _read_limited(upload: UploadFile, name: str, limit: int) -> bytes:
+    chunks, size = [], 0
+    while chunk := await upload.read(CHUNK_BYTES):
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"{name}: file too large: limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_uploads(request: Request, settings: SettingsDep) -> list[tuple[str, bytes]]:
+    """(filename, bytes) of every uploaded image, or a 4xx naming what is wrong."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise HTTPException(
+            415,
+            "no file uploaded: send multipart/form-data with the image in field 'file' "
+            f"(or several in 'files'); got Content-Type {content_type or 'none'!r}",
+        )
+    try:
+        form = await request.form(max_files=settings.max_files, max_fields=MAX_TEXT_FIELDS)
+    except HTTPException as exc:  # Starlette's multipart errors
+        if "too many files" in str(exc.detail).lower():
+            raise HTTPException(
+                413, f"too many files: at most {settings.max_files} per request"
+            ) from exc
+        raise HTTPException(400, f"malformed multipart body: {exc.detail}") from exc
+    try:
+        items = form.multi_items()
+        unexpected = sorted({key for key, _ in items if key not in FIELDS})
+        if unexpected:
+            raise HTTPException(
+                422,
+                f"unexpected form field(s) {unexpected}: send the image as 'file', "
+                "or several as 'files'",
+            )
+        uploads = [(key, value) for key, value in items if key in FIELDS]
+        if not uploads:
+            raise HTTPException(422, "no file uploaded: send the image in form field 'file'")
+        texts = [key for key, value in uploads if not isinstance(value, UploadFile)]
+        if texts:
+            raise HTTPException(422, f"form field {texts[0]!r} must be a file, not text")
+        out = []
+        for i, (_, upload) in enumerate(uploads):
+            name = upload.filename or f"file{i}"
+            out.append((name, await _read_limited(upload, name, settings.max_upload_bytes)))
+        return out
+    finally:
+        await form.close()
+
+
+async def decoded_images(
+    services: ServicesDep,  # first: no point reading an upload while the models are loading
+    settings: SettingsDep,
+    uploads: Annotated[list[tuple[str, bytes]], Depends(read_uploads)],
+) -> list[DecodedImage]:
+    """Decode every upload to the detector's input size in the decode pool; 422 on a bad one."""
+    loop = asyncio.get_running_loop()
+    config = services.detector.preprocess
+
+    async def decode(name: str, data: bytes) -> DecodedImage:
+        try:
+            pixels = await loop.run_in_executor(
+                services.decode_pool, load_uint8, data, config, settings.max_pixels
+            )
+        except InvalidImageError as exc:
+            raise InvalidImageError(f"{name}: {exc}") from exc
+        return DecodedImage(name, pixels)
+
+    return list(await asyncio.gather(*(decode(name, data) for name, data in uploads)))
+
+
+DecodedImagesDep = Annotated[list[DecodedImage], Depends(decoded_images)]

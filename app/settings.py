@@ -1,0 +1,72 @@
+"""Service configuration: one pydantic-settings object, read from ``DERMAFAKE_*`` variables.
+
+Built once (by :func:`app.main.create_app` or ``python -m app``) and injected everywhere else, so
+tests can build apps with different settings side by side and nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DERMAFAKE_", extra="ignore", env_ignore_empty=True
+    )
+
+    # Models: both paths derive from artifacts_dir unless set on their own.
+    artifacts_dir: Path = Path("artifacts")
+    detector_path: Path | None = None
+    generator_path: Path | None = None
+    device: Device = "auto"
+    precision: Precision = "auto"  # auto: bf16 autocast on a CPU with bf16 kernels, fp16 on CUDA
+    channels_last: bool = True
+    warmup: bool = True
+
+    # Server (python -m app); one worker per process: see app/metrics.py on why.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+
+    # Dynamic batching, per model. Queue sizes count images, not requests.
+    max_batch_size: int = Field(16, ge=1)
+    max_wait_ms: float = Field(5.0, ge=0)
+    max_queue_size: int = Field(128, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0)
+    retry_after_s: int = Field(1, ge=0)
+    decode_threads: int = Field(2, ge=1)
+
+    # Limits on what a client may send or ask for.
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)  # whole /detect request body
+    max_body_bytes: int = Field(64 * 1024, ge=1)  # every other request body (JSON)
+    max_pixels: int = Field(50_000_000, ge=1)
+    max_files: int = Field(16, ge=1)
+    max_generate_n: int = Field(16, ge=1)
+
+    api_key: SecretStr | None = None  # when set: "Authorization: Bearer <key>" on model routes
+
+    @model_validator(mode="after")
+    def _limits_fit_queue(self) -> Self:
+        # One request's images are queued together; a request larger than the queue could
+        # never be served and would look like overload.
+        if max(self.max_files, self.max_generate_n) > self.max_queue_size:
+            raise ValueError(
+                f"max_files ({self.max_files}) and max_generate_n ({self.max_generate_n}) "
+                f"must not exceed max_queue_size ({self.max_queue_size})"
+            )
+        return self
+
+    @property
+    def detector_checkpoint(self) -> Path:
+        return self.detector_path or self.artifacts_dir / "detector" / "detector.safetensors"
+
+    @property
+    def generator_checkpoint(self) -> Path:
+        return self.generator_path or self.artifacts_dir / "gan" / "generator.safetensors"

@@ -1,0 +1,118 @@
+"""Checkpoints written by models.checkpoint (a small SNGAN generator and the real VGG16 detector),
+settings pointing at them, and small images in every accepted format."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi import FastAPI
+from PIL import Image
+
+from app.main import create_app
+from app.settings import Settings
+from models.checkpoint import save_model
+from models.detector import Detector, DetectorConfig
+from models.preprocessing import GAN_MEAN, GAN_STD, PreprocessConfig, load_uint8, normalize
+from models.sngan import Generator, GeneratorConfig
+
+with warnings.catch_warnings():  # Starlette deprecates httpx for TestClient; we still use both
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient  # noqa: F401 (re-exported for the tests)
+
+DETECTOR_SIZE = 64  # the real VGG16 + head, fed 64 px instead of 128 to keep CPU tests quick
+GENERATOR_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    detector: Path
+    generator: Path
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
+    """Written once per session: the VGG16 file is ~640 MB and takes seconds to hash."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(image_size=GENERATOR_SIZE, z_dim=128, channels=16))
+    gan_pre = PreprocessConfig(image_size=GENERATOR_SIZE, mean=GAN_MEAN, std=GAN_STD)
+    save_model(root / "generator.safetensors", generator.eval(), gan_pre, step=2)
+    detector_pre = PreprocessConfig(image_size=DETECTOR_SIZE)
+    detector = _spread_logits(
+        Detector(DetectorConfig(image_size=DETECTOR_SIZE)).eval(), detector_pre
+    )
+    save_model(root / "detector.safetensors", detector, detector_pre, threshold=0.5, step=3)
+    return Checkpoints(root / "detector.safetensors", root / "generator.safetensors")
+
+
+def _spread_logits(detector: Detector, config: PreprocessConfig) -> Detector:
+    """Random init gives logits within ~1e-3 of each other, which would make any comparison of
+    probabilities pass. Rescale the last layer so varied images get logits of mean 0, std 2."""
+    x = torch.stack([load_uint8(image_bytes(seed=1000 + i), config) for i in range(6)])
+    last = detector.head[-1]
+    with torch.inference_mode():
+        features = detector.head[:-1](detector.backbone(normalize(x, config)))
+        raw = (features @ last.weight.T).squeeze(1)
+    scale = 2.0 / float(raw.std())
+    with torch.no_grad():
+        last.weight.mul_(scale)
+        last.bias.fill_(-scale * float(raw.mean()))
+    return detector
+
+
+@pytest.fixture(scope="session")
+def make_settings(checkpoints: Checkpoints) -> Callable[..., Settings]:
+    """Settings for the test checkpoints; fp32 so answers can be compared tightly."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "detector_path": checkpoints.detector,
+            "generator_path": checkpoints.generator,
+            "device": "cpu",
+            "precision": "fp32",
+            "max_batch_size": 8,
+            "max_wait_ms": 10,
+            "decode_threads": 2,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its lifespan run, and an in-process async client on the same event loop."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        yield app, client
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (80, 60), seed: int = 0) -> bytes:
+    """A small, distinct image: smooth colour gradients plus noise, different for every seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = rng.uniform(0, 255, 3) + rng.uniform(-2, 2, 3) * (xx[..., None] + yy[..., None])
+    pixels = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, format=fmt)
+    return buf.getvalue()
