@@ -19,6 +19,11 @@ re-encoded as JPEG q75. So:
    re-compression feature, and the evaluation's JPEG 95/75/50 rows measure its effect on the
    trained model.
 
+A resolution cue hides the same way: a 64 px generator's PNGs are *upscaled* to 128 px (soft)
+while the 200x150 photos are *downscaled* (sharp). ``rescale_prob`` downscales an image of either
+class by a factor drawn in [``rescale_min``, 1] and back, so "soft" stops meaning "synthetic"
+(off by default; the CPU run in docs/RESULTS.md uses 0.5 with its 64 px generator).
+
 Gaussian blur (sigma uniform in [0, 3], probability ``blur_prob``) and horizontal/vertical flips
 (lesions have no canonical orientation) complete the CNNDetection-style set. The same functions
 implement the evaluation's robustness perturbations (:data:`PERTURBATIONS`).
@@ -88,15 +93,19 @@ class AugmentConfig:
     jpeg_prob: float = 1.0
     jpeg_quality_min: int = 30
     jpeg_quality_max: int = 100
+    rescale_prob: float = 0.0
+    rescale_min: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("hflip", "vflip", "blur_prob", "jpeg_prob"):
+        for name in ("hflip", "vflip", "blur_prob", "jpeg_prob", "rescale_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1]")
         if not 1 <= self.jpeg_quality_min <= self.jpeg_quality_max <= 100:
             raise ValueError("need 1 <= jpeg_quality_min <= jpeg_quality_max <= 100")
         if self.blur_sigma_max < 0:
             raise ValueError("blur_sigma_max must be >= 0")
+        if not 0 < self.rescale_min <= 1:
+            raise ValueError("rescale_min must be in (0, 1]")
 
 
 class Augment:
@@ -109,7 +118,7 @@ class Augment:
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         c = self.config
         n = batch.shape[0]
-        u = torch.rand((n, 6), generator=generator, dtype=torch.float64)
+        u = torch.rand((n, 8), generator=generator, dtype=torch.float64)
         out = []
         for i in range(n):
             img = batch[i]
@@ -117,6 +126,8 @@ class Augment:
                 img = img.flip(-1)
             if u[i, 1] < c.vflip:
                 img = img.flip(-2)
+            if u[i, 6] < c.rescale_prob:
+                img = rescale(img, c.rescale_min + float(u[i, 7]) * (1 - c.rescale_min))
             if u[i, 2] < c.blur_prob:
                 img = gaussian_blur(img, float(u[i, 3]) * c.blur_sigma_max)
             if u[i, 4] < c.jpeg_prob:

@@ -212,6 +212,19 @@ class _PermCache:
         return torch.tensor(out, dtype=torch.long)
 
 
+def training_batch(
+    real: torch.Tensor, synthetic: torch.Tensor, augment: Augment, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One class-balanced uint8 batch and its labels (0 real, 1 synthetic).
+
+    Both classes go through a single call of the same augmentation, which never sees the
+    labels: this is where the format-bias control applies to real and synthetic alike.
+    """
+    images = augment(torch.cat([real, synthetic]), generator)
+    labels = torch.cat([torch.zeros(real.shape[0]), torch.ones(synthetic.shape[0])])
+    return images, labels
+
+
 # ---------------------------------------------------------------- model
 
 
@@ -401,7 +414,6 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         _PermCache(len(train.real), cfg.seed),
         _PermCache(len(train.synthetic), cfg.seed + 7919),
     )
-    labels = torch.cat([torch.zeros(half), torch.ones(half)]).to(device)
 
     def save_checkpoint(report: dict[str, Any]) -> None:
         save_model(
@@ -454,13 +466,13 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         ri = real_perm.take(per_step, step)[ctx.rank * half : (ctx.rank + 1) * half]
         si = syn_perm.take(per_step, step)[ctx.rank * half : (ctx.rank + 1) * half]
         g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 64 + ctx.rank)
-        batch = augment(torch.cat([real_x[ri], syn_x[si]]), g)
+        batch, y = training_batch(real_x[ri], syn_x[si], augment, g)
         x = normalize(batch.to(device), preprocess)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, dtype):
             logits = train_model(x)
-        loss = loss_fn(logits.float(), labels)
+        loss = loss_fn(logits.float(), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -604,6 +616,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--jpeg-quality-min", type=int, default=30, help="lowest JPEG quality drawn (default 30)")
     a("--jpeg-quality-max", type=int, default=100, help="highest JPEG quality drawn (default 100)")
+    a(
+        "--rescale-prob",
+        type=float,
+        default=0.0,
+        help="probability of downscaling an image (either class) and back: hides the "
+        "soft-upscaled look of a low-resolution generator (default 0)",
+    )
+    a("--rescale-min", type=float, default=0.5, help="smallest rescale factor (default 0.5)")
     a("--eval-every", type=int, default=0, help="validate every N steps (0 = once per epoch)")
     a("--eval-batch-size", type=int, default=32, help="batch size for validation scoring")
     a("--patience", type=int, default=3, help="early stop after N evaluations without gain")
@@ -646,6 +666,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         jpeg_prob=ns.jpeg_prob,
         jpeg_quality_min=ns.jpeg_quality_min,
         jpeg_quality_max=ns.jpeg_quality_max,
+        rescale_prob=ns.rescale_prob,
+        rescale_min=ns.rescale_min,
     )
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"augment"}
     return TrainConfig(augment=augment, **{k: v for k, v in vars(ns).items() if k in fields})

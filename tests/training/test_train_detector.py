@@ -1,0 +1,136 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoint import load_model, load_state
+from models.preprocessing import images_to_bytes
+from models.sngan import Generator, GeneratorConfig
+from training.common import read_csv
+from training.data import SplitConfig, load_splits, preload, read_manifest
+from training.metrics import select_threshold
+from training.train_detector import (
+    main,
+    parse_args,
+    predict_logits,
+    sigmoid,
+    split_synthetic,
+)
+
+
+def make_synthetic(folder: Path, n: int = 30, size: int = 32, seed: int = 0) -> Path:
+    """PNGs from a randomly initialised SNGAN generator, as training.synthesize writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    gen = Generator(GeneratorConfig(image_size=size)).eval()
+    with torch.no_grad():
+        images = gen(gen.sample_z(n, torch.Generator().manual_seed(seed)))
+    for i, data in enumerate(images_to_bytes(images)):
+        (folder / f"synthetic_{i:05d}.png").write_bytes(data)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("synthetic"))
+
+
+def _args(ham_dir: Path, synthetic_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data",
+        str(ham_dir),
+        "--synthetic",
+        str(synthetic_dir),
+        "--out",
+        str(out),
+        "--pretrained",
+        "none",
+        "--batch-size",
+        "4",
+        "--limit-images",
+        "6",
+        "--image-size",
+        "64",
+        "--seed",
+        "1",
+        "--quiet",
+        *extra,
+    ]
+
+
+def test_synthetic_split_is_deterministic_and_disjoint(synthetic_dir: Path) -> None:
+    paths = sorted(synthetic_dir.glob("*.png"))
+    a = split_synthetic(paths)
+    assert a == split_synthetic(list(reversed(paths)))
+    assert sum(len(v) for v in a.values()) == len(paths)
+    assert not set(a["train"]) & set(a["test"]) and not set(a["val"]) & set(a["test"])
+    # adding a file never moves the others
+    b = split_synthetic([*paths, synthetic_dir / "zzz_new.png"])
+    for name in a:
+        assert set(a[name]) <= set(b[name])
+
+
+def test_two_steps_write_a_loadable_checkpoint_and_resume(
+    ham_dir: Path, synthetic_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    main(parse_args(_args(ham_dir, synthetic_dir, out, "--steps", "1")))
+    for name in ("detector.safetensors", "state.pt", "config.json", "log.csv", "split.csv"):
+        assert (out / name).is_file(), name
+    first = load_state(out / "state.pt")
+    assert first["step"] == 1
+
+    main(parse_args(_args(ham_dir, synthetic_dir, out, "--steps", "2", "--resume")))
+    state = load_state(out / "state.pt")
+    assert state["step"] == 2  # continued at the saved step, not from 0
+    assert [int(r["step"]) for r in read_csv(out / "log.csv")] == [1, 2]
+    changed = [
+        k
+        for k, v in state["model"].items()
+        if v.is_floating_point() and not torch.equal(v, first["model"][k])
+    ]
+    assert changed, "the second step did not change the weights"
+    assert all(math.isfinite(float(r["loss"])) for r in read_csv(out / "log.csv"))
+
+    model, meta = load_model(out / "detector.safetensors", "detector")
+    assert meta.threshold is not None and 0.0 < meta.threshold < 1.0
+    assert meta.preprocess_config.image_size == 64
+    assert meta.preprocess_config.mean == (0.485, 0.456, 0.406)
+    assert meta.metrics["validation"]["roc_auc"] is not None
+
+    # the real images come only from detector_* lesions; gan_train lesions are never used
+    manifest = read_manifest(out / "split.csv")
+    splits = load_splits(ham_dir, SplitConfig())
+    assert [r.image_id for r in manifest["gan_train"]] == [r.image_id for r in splits["gan_train"]]
+    assert {"synthetic_train", "synthetic_val", "synthetic_test"} <= set(manifest)
+
+    # the saved threshold is the one the *validation* scores choose (never the test set's)
+    val_real = [r.path for r in manifest["detector_val"]]
+    from training.train_detector import subsample
+
+    val_real = subsample(val_real, 6, 1)
+    val_syn = [r.path for r in manifest["synthetic_val"] if r.dx == "synthetic"]
+    images = torch.cat(
+        [
+            preload(val_real, meta.preprocess_config, quiet=True),
+            preload(val_syn, meta.preprocess_config, quiet=True),
+        ]
+    )
+    labels = np.array([0] * len(val_real) + [1] * len(val_syn))
+    probs = sigmoid(
+        predict_logits(model, images, meta.preprocess_config, torch.device("cpu"), torch.float32)
+    )
+    expected, _ = select_threshold(labels, probs, "youden")
+    assert meta.threshold == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert meta.metrics["validation"]["counts"] == {
+        "real": len(val_real),
+        "synthetic": len(val_syn),
+    }
+
+
+def test_odd_batch_is_refused(ham_dir: Path, synthetic_dir: Path, tmp_path: Path) -> None:
+    cfg = parse_args(_args(ham_dir, synthetic_dir, tmp_path, "--batch-size", "3"))
+    with pytest.raises(ValueError, match="even"):
+        main(cfg)
