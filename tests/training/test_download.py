@@ -1,0 +1,91 @@
+"""The offline parts of training.download: listing parsing, verification, unpacking, layout."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+
+import pytest
+from PIL import Image
+
+from training.data import DatasetError
+from training.download import RemoteFile, check, parse_args, select_files, unpack, verify
+
+LISTING = {
+    "data": {
+        "latestVersion": {
+            "files": [
+                {"dataFile": {"id": 1, "filename": "HAM10000_images_part_1.zip",
+                              "filesize": 100, "md5": "a" * 32}},
+                {"dataFile": {"id": 2, "filename": "HAM10000_images_part_2.zip",
+                              "filesize": 200, "checksum": {"type": "MD5", "value": "b" * 32}}},
+                {"dataFile": {"id": 3, "filename": "HAM10000_metadata.tab", "filesize": 50,
+                              "originalFileFormat": "text/csv", "originalFileSize": 60,
+                              "originalFileName": "HAM10000_metadata.csv", "md5": "c" * 32}},
+                {"dataFile": {"id": 4, "filename": "ISIC2018_Task3_Test_Images.zip",
+                              "filesize": 999}},
+            ]
+        }
+    }
+}  # fmt: skip
+
+
+def test_select_files_reads_the_dataverse_listing():
+    files = select_files(LISTING)
+    assert [f.name for f in files] == [
+        "HAM10000_images_part_1",
+        "HAM10000_images_part_2",
+        "HAM10000_metadata",
+    ]
+    assert files[1].md5 == "b" * 32
+    meta = files[2]
+    assert (meta.tabular, meta.size) == (True, 60)  # the original CSV, not the .tab rendering
+    assert meta.url("https://x").endswith("/api/access/datafile/3?format=original")
+    assert files[0].url("https://x") == "https://x/api/access/datafile/1"
+    with pytest.raises(DatasetError, match="lacks"):
+        select_files(
+            {"data": {"latestVersion": {"files": LISTING["data"]["latestVersion"]["files"][:2]}}}
+        )
+
+
+def test_verify_checks_size_and_md5(tmp_path):
+    f = tmp_path / "x.zip"
+    f.write_bytes(b"hello")
+    good = RemoteFile("x", 1, 5, hashlib.md5(b"hello").hexdigest(), False)
+    verify(f, good)
+    with pytest.raises(DatasetError, match="bytes"):
+        verify(f, RemoteFile("x", 1, 6, good.md5, False))
+    with pytest.raises(DatasetError, match="MD5"):
+        verify(f, RemoteFile("x", 1, 5, "0" * 32, False))
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 120, 90)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_unpack_into_the_official_layout_that_training_data_reads(tmp_path):
+    for part, ids in (("1", ["ISIC_0000001"]), ("2", ["ISIC_0000002", "ISIC_0000003"])):
+        zpath = tmp_path / f"HAM10000_images_part_{part}.zip"
+        with zipfile.ZipFile(zpath, "w") as z:
+            for image_id in ids:
+                z.writestr(f"../evil/{image_id}.jpg", _jpeg())  # flattened: no path traversal
+            z.writestr("readme.txt", "not an image")
+        assert unpack(zpath, tmp_path / "out" / f"HAM10000_images_part_{part}") == len(ids)
+    assert not (tmp_path / "evil").exists()
+    root = tmp_path / "out"
+    with pytest.raises(DatasetError, match="metadata"):
+        check(root)
+    (root / "HAM10000_metadata.csv").write_text(
+        "lesion_id,image_id,dx\nHAM_1,ISIC_0000001,nv\nHAM_1,ISIC_0000002,nv\nHAM_2,ISIC_0000003,mel\n"
+    )
+    assert check(root) == 3
+
+
+def test_arguments():
+    assert parse_args(["--out", "d"]).source == "https://dataverse.harvard.edu"
+    assert str(parse_args(["--check", "d"]).check) == "d"
+    with pytest.raises(SystemExit):
+        parse_args([])
