@@ -12,8 +12,8 @@ folder (images from generators the detector never saw), the share flagged synthe
 ROC-AUC against the clean real test images.
 
 Writes ``report.json``, ``report.md`` (tables with the paper's figures beside ours),
-``confusion_matrix.png``, ``roc.png``, ``scores.csv`` (every test image's P(synthetic)) and
-``config.json``.
+``confusion_matrix.png``, ``roc.png``, ``examples.png`` (a few test images with their scores),
+``scores.csv`` (every test image's P(synthetic)) and ``config.json``.
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     _write_scores(out / "scores.csv", scores_rows)
     plot_confusion(report["test"]["confusion_matrix"], out / "confusion_matrix.png")
     plot_roc(curves, report, out / "roc.png")
+    plot_examples(images, labels, clean, threshold, out / "examples.png")
     (out / "report.md").write_text(render_markdown(report))
     if not cfg.quiet:
         print((out / "report.md").read_text())
@@ -192,6 +193,37 @@ def plot_confusion(cm: dict[str, int], path: Path) -> None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Test confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_examples(
+    images: torch.Tensor,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    path: Path,
+    per_class: int = 6,
+) -> None:
+    """A row of real and a row of synthetic test images with their P(synthetic): what the
+    detector was asked to separate (the first images of each class, not a chosen few)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [np.flatnonzero(labels == c)[:per_class] for c in (0, 1)]
+    fig, axes = plt.subplots(2, per_class, figsize=(1.5 * per_class, 3.5), dpi=80, squeeze=False)
+    for r, (idx, name) in enumerate(zip(rows, ("real", "synthetic"), strict=True)):
+        for c in range(per_class):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < idx.size:
+                i = idx[c]
+                ax.imshow(images[i].permute(1, 2, 0).numpy())
+                flag = "S" if probs[i] >= threshold else "R"
+                ax.set_title(f"{name}: p={probs[i]:.2f} {flag}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

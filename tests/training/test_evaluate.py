@@ -60,7 +60,7 @@ def test_evaluation_report(
         ]
     )
     evaluate.main(cfg)
-    for name in ("report.json", "report.md", "confusion_matrix.png", "roc.png", "scores.csv"):
+    for name in ("report.json", "report.md", "confusion_matrix.png", "roc.png", "examples.png"):
         assert (tmp_path / name).is_file(), name
     report = json.loads((tmp_path / "report.json").read_text())
     test = report["test"]
