@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import torch
 from fastapi import Depends, HTTPException, Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import ServicesDep, SettingsDep
 from models.preprocessing import InvalidImageError, load_uint8
@@ -72,7 +73,9 @@ async def read_uploads(request: Request, settings: SettingsDep) -> list[tuple[st
         )
     try:
         form = await request.form(max_files=settings.max_files, max_fields=MAX_TEXT_FIELDS)
-    except HTTPException as exc:  # Starlette's multipart errors
+    except StarletteHTTPException as exc:  # Starlette's multipart errors are 400s
+        if exc.status_code != 400:
+            raise  # e.g. the body size limit (413)
         if "too many files" in str(exc.detail).lower():
             raise HTTPException(
                 413, f"too many files: at most {settings.max_files} per request"

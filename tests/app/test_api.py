@@ -1,0 +1,357 @@
+"""Every endpoint of one app (real checkpoints, lifespan run), its limits and its bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import struct
+import subprocess
+import zlib
+from collections.abc import Callable, Iterator
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.main import create_app
+from app.settings import Settings
+from models.checkpoint import load_model
+from models.preprocessing import images_to_bytes
+from tests.app.conftest import DETECTOR_SIZE, GENERATOR_SIZE, Checkpoints, TestClient, image_bytes
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MAX_UPLOAD = 300_000
+
+
+@pytest.fixture(scope="module")
+def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
+    settings = make_settings(
+        api_key=KEY,
+        max_upload_bytes=MAX_UPLOAD,
+        max_pixels=1_000_000,
+        max_files=3,
+        max_generate_n=4,
+    )
+    with TestClient(create_app(settings), headers=AUTH) as c:
+        yield c
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+# --- probes and model info -------------------------------------------------------------------
+
+
+def test_healthz_readyz_and_models(client: TestClient, checkpoints: Checkpoints) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    _, det_meta = load_model(checkpoints.detector, "detector")
+    assert ready.json()["models"]["detector"] == det_meta.weights_sha256[:12]
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert set(models) == {"detector", "generator"}
+    assert models["detector"]["threshold"] == 0.5
+    assert models["detector"]["preprocessing"]["image_size"] == DETECTOR_SIZE
+    assert models["generator"]["config"]["image_size"] == GENERATOR_SIZE
+    assert models["detector"]["device"] == "cpu" and models["detector"]["dtype"] == "fp32"
+    assert models["generator"]["step"] == 2
+
+
+def test_readyz_is_503_before_the_models_load(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings())
+    c = TestClient(app)  # not entered: the lifespan has not run
+    assert c.get("/healthz").status_code == 200
+    response = c.get("/readyz")
+    assert response.status_code == 503 and "not ready" in response.json()["detail"]
+    busy = c.post("/detect", files={"file": ("a.png", image_bytes(), "image/png")})
+    assert busy.status_code == 503 and "Retry-After" in busy.headers
+
+
+# --- /detect ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF"])
+def test_detect_accepts_every_format_by_content(client: TestClient, fmt: str) -> None:
+    # Declared as octet-stream with a misleading name: the content decides.
+    files = {"file": ("upload.bin", image_bytes(fmt, seed=3), "application/octet-stream")}
+    response = client.post("/detect", files=files)
+    assert response.status_code == 200, response.text
+    (verdict,) = response.json()["results"]
+    assert verdict["filename"] == "upload.bin"
+    assert 0 <= verdict["probability_synthetic"] <= 1
+
+
+def test_detect_several_files_labels_follow_the_threshold(client: TestClient) -> None:
+    files = [("files", (f"im{i}.png", image_bytes(seed=i), "image/png")) for i in range(3)]
+    body = client.post("/detect", files=files).json()
+    assert body["model_version"] == client.get("/readyz").json()["models"]["detector"]
+    assert [r["filename"] for r in body["results"]] == ["im0.png", "im1.png", "im2.png"]
+    for r in body["results"]:
+        assert r["threshold"] == 0.5
+        assert r["label"] == ("synthetic" if r["probability_synthetic"] >= 0.5 else "real")
+    assert len({r["probability_synthetic"] for r in body["results"]}) == 3
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height pixels but holds none: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _multipart(parts: list[tuple[str, str, bytes]] | None) -> tuple[bytes, dict[str, str]]:
+    body = b""
+    for name, filename, data in parts or []:
+        body += (
+            (
+                f'--b\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    return body + b"--b--\r\n", {"Content-Type": "multipart/form-data; boundary=b"}
+
+
+BAD_DETECT: dict[str, tuple[dict[str, object], int, str]] = {
+    "no file": ({"content_parts": []}, 422, "no file uploaded"),
+    "not multipart": ({"json": {"file": "x"}}, 415, "no file uploaded"),
+    "wrong field": ({"files": {"image": ("a.png", image_bytes(), "image/png")}}, 422, "'image'"),
+    "text in file field": (
+        {"data": {"file": "hello"}, "files": {"files": ("a.png", image_bytes(), "image/png")}},
+        422,
+        "must be a file",
+    ),
+    "empty file": ({"files": {"file": ("e.png", b"", "image/png")}}, 422, "empty file"),
+    "text": ({"files": {"file": ("t.png", b"just some text\n", "image/png")}}, 422, "not a"),
+    "truncated jpeg": (
+        {"files": {"file": ("cut.jpg", image_bytes("JPEG", (300, 200))[:1500], "image/jpeg")}},
+        422,
+        "truncated",
+    ),
+    "decompression bomb": (
+        {"files": {"file": ("bomb.png", _png_header_only(40000, 40000), "image/png")}},
+        422,
+        "decompression bomb",
+    ),
+    "too many pixels": (
+        {"files": {"file": ("big.png", _png_header_only(2000, 1000), "image/png")}},
+        422,
+        "image too large",
+    ),
+    "too many files": (
+        {"files": [("files", (f"{i}.png", image_bytes(), "image/png")) for i in range(4)]},
+        413,
+        "too many files",
+    ),
+    "too large": (
+        {"files": {"file": ("huge.png", b"\0" * (MAX_UPLOAD + 1), "image/png")}},
+        413,
+        "too large",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DETECT))
+def test_detect_bad_input_is_a_4xx_naming_the_problem(client: TestClient, case: str) -> None:
+    kwargs, status, needle = BAD_DETECT[case]
+    if "content_parts" in kwargs:
+        body, headers = _multipart(kwargs.pop("content_parts"))  # type: ignore[arg-type]
+        kwargs = {"content": body, "headers": {**AUTH, **headers}}
+    response = client.post("/detect", **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == status, response.text
+    assert needle in response.json()["detail"]
+    ok = client.post("/detect", files={"file": ("ok.png", image_bytes(), "image/png")})
+    assert ok.status_code == 200  # the server keeps answering
+
+
+def test_detect_body_without_content_length_is_cut_off(client: TestClient) -> None:
+    body, headers = _multipart([("file", "big.png", b"\0" * (2 * MAX_UPLOAD))])
+
+    def chunks() -> Iterator[bytes]:  # chunked transfer: no Content-Length to reject up front
+        for i in range(0, len(body), 65536):
+            yield body[i : i + 65536]
+
+    response = client.post("/detect", content=chunks(), headers={**AUTH, **headers})
+    assert response.status_code == 413
+    assert "too large" in response.json()["detail"]
+
+
+# --- /generate -------------------------------------------------------------------------------
+
+
+def test_generate_same_seed_same_images(client: TestClient) -> None:
+    first = client.post("/generate", json={"n": 3, "seed": 7}).json()
+    again = client.get("/generate", params={"n": 3, "seed": 7}).json()
+    assert [im["seed"] for im in first["images"]] == [7, 8, 9]
+    assert [im["data"] for im in first["images"]] == [im["data"] for im in again["images"]]
+    assert len({im["data"] for im in first["images"]}) == 3
+    other = client.post("/generate", json={"n": 1, "seed": 8}).json()["images"][0]
+    # Image i is seed + i on its own, whatever batch it was generated in.
+    assert (
+        np.abs(
+            decode(base64.b64decode(other["data"]))
+            - decode(base64.b64decode(first["images"][1]["data"]))
+        ).max()
+        <= 1
+    )
+
+
+def test_generated_image_matches_the_generator_run_directly(
+    client: TestClient, checkpoints: Checkpoints
+) -> None:
+    generator, _ = load_model(checkpoints.generator, "generator")
+    z = generator.sample_z(1, generator=torch.Generator().manual_seed(1234))
+    with torch.inference_mode():
+        (expected,) = images_to_bytes(generator(z), "png")
+    served = client.get("/generate", params={"seed": 1234}, headers={"Accept": "image/png"})
+    assert served.headers["content-type"] == "image/png"
+    assert served.headers["x-seed"] == "1234"
+    assert decode(served.content).shape == (GENERATOR_SIZE, GENERATOR_SIZE, 3)
+    assert np.abs(decode(served.content) - decode(expected)).max() <= 1
+
+
+def test_generate_formats_and_content_negotiation(client: TestClient) -> None:
+    jpeg = client.post("/generate", json={"format": "jpeg", "seed": 1}).json()["images"][0]
+    assert jpeg["media_type"] == "image/jpeg"
+    assert base64.b64decode(jpeg["data"])[:2] == b"\xff\xd8"
+    png = client.post("/generate", json={}).json()["images"][0]
+    assert base64.b64decode(png["data"])[:8] == b"\x89PNG\r\n\x1a\n"
+    raw = client.post("/generate", json={"n": 1}, headers={"Accept": "image/jpeg"})
+    assert raw.headers["content-type"] == "image/jpeg" and raw.content[:2] == b"\xff\xd8"
+    several = client.post("/generate", json={"n": 2}, headers={"Accept": "image/png"})
+    assert several.headers["content-type"] == "application/json"
+    seeds = [im["seed"] for im in several.json()["images"]]
+    assert seeds[1] == seeds[0] + 1  # random seed when none is given, still consecutive
+
+
+BAD_GENERATE: dict[str, tuple[str, dict[str, object], str]] = {
+    "n zero": ("GET", {"n": 0}, "n"),
+    "n above limit": ("POST", {"n": 5}, "n"),
+    "n not a number": ("GET", {"n": "many"}, "n"),
+    "negative seed": ("POST", {"seed": -1}, "seed"),
+    "seed too big": ("GET", {"seed": 2**40}, "seed"),
+    "seed not a number": ("GET", {"seed": "abc"}, "seed"),
+    "bad format": ("POST", {"format": "gif"}, "format"),
+    "unknown field": ("POST", {"fmt": "png"}, "fmt"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_GENERATE))
+def test_generate_bad_input_is_422_naming_the_field(client: TestClient, case: str) -> None:
+    method, params, field = BAD_GENERATE[case]
+    if method == "GET":
+        response = client.get("/generate", params=params)
+    else:
+        response = client.post("/generate", json=params)
+    assert response.status_code == 422, response.text
+    assert field in [err["loc"][-1] for err in response.json()["detail"]]
+    assert client.get("/generate").status_code == 200
+
+
+def test_generate_rejects_invalid_json_and_oversized_bodies(client: TestClient) -> None:
+    broken = client.post(
+        "/generate", content=b"{n: 1", headers={"Content-Type": "application/json"}
+    )
+    assert broken.status_code == 422
+    huge = client.post("/generate", json={"n": 1, "pad": "x" * 100_000})
+    assert huge.status_code == 413 and "too large" in huge.json()["detail"]
+
+
+# --- API key ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "needle"),
+    [({}, "missing API key"), ({"Authorization": "Bearer nope"}, "wrong API key")],
+)
+def test_api_key_guards_model_routes_only(
+    client: TestClient, headers: dict[str, str], needle: str
+) -> None:
+    bare = httpx.Client(transport=client._transport, base_url=str(client.base_url))
+    for method, path, kwargs in [
+        ("POST", "/detect", {"files": {"file": ("a.png", image_bytes(), "image/png")}}),
+        ("POST", "/generate", {"json": {}}),
+        ("GET", "/generate", {}),
+        ("GET", "/v1/models", {}),
+    ]:
+        response = bare.request(method, path, headers=headers, **kwargs)
+        assert response.status_code == 401, (path, response.text)
+        assert needle in response.json()["detail"]
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert bare.get(path, headers=headers).status_code == 200
+
+
+# --- /metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_parse_and_count_what_happened(client: TestClient) -> None:
+    before = client.get("/metrics").text
+    files = [("files", (f"{i}.png", image_bytes(seed=i), "image/png")) for i in range(2)]
+    verdicts = client.post("/detect", files=files).json()["results"]
+    client.post("/generate", json={"n": 2, "format": "jpeg"})
+    client.post("/detect", files={"file": ("t.png", b"text", "image/png")})
+    after = client.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(after)}
+    for name in (
+        "dermafake_requests",
+        "dermafake_request_duration_seconds",
+        "dermafake_queue_wait_seconds",
+        "dermafake_inference_duration_seconds",
+        "dermafake_batch_size",
+        "dermafake_queue_depth",
+        "dermafake_verdicts",
+        "dermafake_images_generated",
+        "dermafake_model_info",
+    ):
+        assert name in families, name
+
+    def delta(name: str, **labels: str) -> float:
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
+
+    assert delta("dermafake_requests_total", endpoint="/detect", method="POST", status="200") == 1
+    assert delta("dermafake_requests_total", endpoint="/detect", method="POST", status="422") == 1
+    assert delta("dermafake_images_generated_total", format="jpeg") == 2
+    assert delta("dermafake_batch_size_sum", model="detector") == 2
+    assert delta("dermafake_queue_wait_seconds_count", model="generator") == 2
+    for label in ("real", "synthetic"):
+        expected = sum(v["label"] == label for v in verdicts)
+        assert delta("dermafake_verdicts_total", label=label) == expected
+    assert metric_value(after, "dermafake_queue_depth", model="detector") == 0
+    assert metric_value(after, "dermafake_model_info", model="detector", dtype="fp32") == 1
+    client.get("/no/such/path")
+    unmatched = client.get("/metrics").text
+    assert metric_value(unmatched, "dermafake_requests_total", endpoint="unmatched", status="404")
+
+
+def test_metrics_pass_promtool(
+    client: TestClient, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not on PATH (Debian package 'prometheus')")
+    client.post("/generate", json={"n": 1})
+    text = client.get("/metrics").text
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,136 @@
+"""Many requests at once against a running app: batching, exact per-caller answers, overload."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import pytest
+import torch
+
+from app.settings import Settings
+from models.checkpoint import load_model
+from models.preprocessing import load_uint8, normalize
+from tests.app.conftest import Checkpoints, image_bytes, running_app
+from tests.app.test_api import metric_value
+
+pytestmark = pytest.mark.anyio
+FORMATS = ["PNG", "JPEG", "WEBP", "BMP"]
+
+
+def unbatched_probability(checkpoints: Checkpoints, images: list[bytes]) -> list[float]:
+    """P(synthetic) of each image alone, straight from the checkpoint and models.preprocessing."""
+    model, meta = load_model(checkpoints.detector, "detector")
+    config = meta.preprocess_config
+    out = []
+    with torch.inference_mode():
+        for data in images:
+            x = normalize(load_uint8(data, config), config).unsqueeze(0)
+            out.append(float(torch.sigmoid(model(x))[0]))
+    return out
+
+
+async def test_32_concurrent_detects_are_batched_and_each_gets_its_own_answer(
+    make_settings: Callable[..., Settings], checkpoints: Checkpoints
+) -> None:
+    # 16 distinct images, each sent twice (a batch-1 VGG16 forward is slow on a small CPU).
+    unique = [image_bytes(FORMATS[i % 4], (64 + i, 48 + i), seed=100 + i) for i in range(16)]
+    reference = unbatched_probability(checkpoints, unique)
+    assert len({round(p, 3) for p in reference}) > 8  # distinct enough to catch a mix-up
+    images, expected = unique * 2, reference * 2
+    settings = make_settings(max_batch_size=8, max_wait_ms=50, max_queue_size=64)
+    async with running_app(settings) as (_, client):
+
+        async def detect(i: int) -> httpx.Response:
+            files = {"file": (f"img{i}", images[i], "application/octet-stream")}
+            return await client.post("/detect", files=files)
+
+        responses = await asyncio.gather(*(detect(i) for i in range(32)))
+        metrics = (await client.get("/metrics")).text
+    assert [r.status_code for r in responses] == [200] * 32
+    for i, response in enumerate(responses):
+        (verdict,) = response.json()["results"]
+        assert verdict["filename"] == f"img{i}"
+        assert verdict["probability_synthetic"] == pytest.approx(expected[i], abs=1e-4)
+    forward_passes = metric_value(metrics, "dermafake_batch_size_count", model="detector")
+    assert metric_value(metrics, "dermafake_batch_size_sum", model="detector") == 32
+    assert 4 <= forward_passes < 32  # batched, and never above max_batch_size=8
+
+
+async def test_overload_is_503_with_retry_after_and_the_server_recovers(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(
+        max_batch_size=1,
+        max_wait_ms=0,
+        max_queue_size=2,
+        max_files=2,
+        max_generate_n=2,
+        max_upload_bytes=200_000,
+        retry_after_s=3,
+    )
+    async with running_app(settings) as (app, client):
+        png = image_bytes()
+
+        async def detect() -> httpx.Response:
+            return await client.post("/detect", files={"file": ("a.png", png, "image/png")})
+
+        responses = await asyncio.gather(*(detect() for _ in range(12)))
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) == {200, 503}, statuses
+        for r in responses:
+            if r.status_code == 503:
+                assert r.headers["Retry-After"] == "3"
+                assert "busy" in r.json()["detail"]
+        metrics = (await client.get("/metrics")).text
+        rejected = metric_value(
+            metrics, "dermafake_rejections_total", model="detector", reason="overloaded"
+        )
+        assert rejected == statuses.count(503)
+        assert (await detect()).status_code == 200  # nothing stuck
+
+        # A request that cannot get its result in time is a 504, and does not block the next.
+        app.state.services.generate_batcher.timeout_s = 1e-9
+        late = await client.get("/generate")
+        assert late.status_code == 504 and "timed out" in late.json()["detail"]
+        app.state.services.generate_batcher.timeout_s = 30
+        assert (await client.get("/generate")).status_code == 200
+
+        # An endless upload is cut off at the limit, not read to the end.
+        chunks_read = 0
+
+        async def endless() -> dict[str, object]:
+            nonlocal chunks_read
+            chunks_read += 1
+            head = (
+                b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+                if chunks_read == 1
+                else b""
+            )
+            return {"type": "http.request", "body": head + b"\0" * 65536, "more_body": True}
+
+        sent: list[dict[str, object]] = []
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/detect",
+            "raw_path": b"/detect",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"test"), (b"content-type", b"multipart/form-data; boundary=b")],
+            "client": ("127.0.0.1", 1),
+            "server": ("test", 80),
+            "state": {},
+        }
+        await asyncio.wait_for(app(scope, endless, send), timeout=60)
+        assert sent[0]["status"] == 413
+        assert chunks_read <= 200_000 // 65536 + 2
+        assert (await detect()).status_code == 200
