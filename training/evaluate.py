@@ -55,6 +55,7 @@ class EvalConfig:
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
+    threads: int = 0
     seed: int = 0
     quiet: bool = False
 
@@ -77,6 +78,8 @@ def _score(model, images, meta, device, dtype, cfg: EvalConfig, desc: str) -> np
 def main(cfg: EvalConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.precision, device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     model, meta = load_model(cfg.checkpoint, "detector", map_location=str(device))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -365,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     a("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 only where native")
     a("--no-channels-last", dest="channels_last", action="store_false", help="NCHW tensors")
+    a("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     a("--seed", type=int, default=0, help="seed of the --limit subset")
     a("--quiet", action="store_true", help="no progress bars, no report printed")
     return p
