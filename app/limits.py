@@ -1,15 +1,17 @@
 """Request body size limits, enforced before and while the body is read.
 
-A ``Content-Length`` above the limit is refused before a byte of the body is read; a body sent
-without one (chunked) is counted as it arrives and refused as soon as it passes the limit, so
-the server never buffers more than the limit plus one chunk.
+The check sits in ``receive``: the first time anyone reads the body, a ``Content-Length`` above
+the limit is refused before a single body chunk is pulled from the socket; a body sent without
+one (chunked) is counted as it arrives and refused as soon as it passes the limit. The server
+never holds more than the limit plus one chunk. Raising from ``receive`` (instead of answering
+before routing) keeps the route known, so metrics and the API key check see the request as
+usual: FastAPI and the upload reader let ``HTTPException`` through to the handler (413).
 """
 
 from __future__ import annotations
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -31,25 +33,19 @@ class BodySizeLimitMiddleware:
             return
         limit = self.limits.get(scope["path"], self.default)
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await JSONResponse({"detail": "invalid Content-Length header"}, 400)(
-                    scope, receive, send
-                )
-                return
-            if int(declared) > limit:
-                await JSONResponse({"detail": too_large(limit)}, 413)(scope, receive, send)
-                return
         received = 0
 
         async def receive_limited() -> Message:
             nonlocal received
+            if declared is not None:
+                if not declared.isdigit():
+                    raise HTTPException(400, "invalid Content-Length header")
+                if int(declared) > limit:
+                    raise HTTPException(413, too_large(limit))
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # Raised inside whoever is reading the body; FastAPI and our upload reader
-                    # let HTTPException through, and the exception handler answers 413.
                     raise HTTPException(413, too_large(limit))
             return message
 

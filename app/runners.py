@@ -130,6 +130,9 @@ class DetectorRunner(Runner):
     def threshold(self) -> float:
         return DEFAULT_THRESHOLD if self.meta.threshold is None else float(self.meta.threshold)
 
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "threshold": self.threshold}
+
     def __call__(self, images: list[torch.Tensor]) -> list[float]:
         batch = torch.stack(images).to(self.device, non_blocking=True)
         x = normalize(batch, self.preprocess)

@@ -16,6 +16,7 @@ import pytest
 import torch
 from fastapi import FastAPI
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
@@ -116,3 +117,11 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (80, 60), seed: int = 
     buf = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buf, format=fmt)
     return buf.getvalue()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0

@@ -19,9 +19,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
-from models.checkpoint import load_model
+from models.checkpoint import load_model, read_meta
 from models.preprocessing import images_to_bytes
-from tests.app.conftest import DETECTOR_SIZE, GENERATOR_SIZE, Checkpoints, TestClient, image_bytes
+from tests.app.conftest import (
+    DETECTOR_SIZE,
+    GENERATOR_SIZE,
+    Checkpoints,
+    TestClient,
+    image_bytes,
+    metric_value,
+)
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -41,14 +48,6 @@ def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
         yield c
 
 
-def metric_value(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
-
-
 def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
 
@@ -60,8 +59,7 @@ def test_healthz_readyz_and_models(client: TestClient, checkpoints: Checkpoints)
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    _, det_meta = load_model(checkpoints.detector, "detector")
-    assert ready.json()["models"]["detector"] == det_meta.weights_sha256[:12]
+    assert ready.json()["models"]["detector"] == read_meta(checkpoints.detector).weights_sha256[:12]
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert set(models) == {"detector", "generator"}
     assert models["detector"]["threshold"] == 0.5
@@ -339,8 +337,26 @@ def test_metrics_parse_and_count_what_happened(client: TestClient) -> None:
     assert metric_value(after, "dermafake_queue_depth", model="detector") == 0
     assert metric_value(after, "dermafake_model_info", model="detector", dtype="fp32") == 1
     client.get("/no/such/path")
-    unmatched = client.get("/metrics").text
-    assert metric_value(unmatched, "dermafake_requests_total", endpoint="unmatched", status="404")
+    client.post("/generate", content=b"x" * 100_000, headers={"Content-Type": "application/json"})
+    later = client.get("/metrics").text
+    assert metric_value(later, "dermafake_requests_total", endpoint="unmatched", status="404") == 1
+    # Refused by its Content-Length before a byte of body was read, counted under its route.
+    assert metric_value(later, "dermafake_requests_total", endpoint="/generate", status="413") >= 1
+
+
+def test_openapi_documents_the_routes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/detect", "/generate", "/healthz", "/readyz", "/v1/models", "/metrics"} <= set(
+        spec["paths"]
+    )
+    detect_body = spec["paths"]["/detect"]["post"]["requestBody"]["content"]
+    assert set(detect_body["multipart/form-data"]["schema"]["properties"]) == {"file", "files"}
+    assert {p["name"] for p in spec["paths"]["/generate"]["get"]["parameters"]} >= {
+        "n",
+        "seed",
+        "format",
+    }
+    assert client.get("/docs").status_code == 200
 
 
 def test_metrics_pass_promtool(

@@ -12,8 +12,7 @@ import torch
 from app.settings import Settings
 from models.checkpoint import load_model
 from models.preprocessing import load_uint8, normalize
-from tests.app.conftest import Checkpoints, image_bytes, running_app
-from tests.app.test_api import metric_value
+from tests.app.conftest import Checkpoints, image_bytes, metric_value, running_app
 
 pytestmark = pytest.mark.anyio
 FORMATS = ["PNG", "JPEG", "WEBP", "BMP"]
@@ -46,15 +45,23 @@ async def test_32_concurrent_detects_are_batched_and_each_gets_its_own_answer(
             files = {"file": (f"img{i}", images[i], "application/octet-stream")}
             return await client.post("/detect", files=files)
 
-        responses = await asyncio.gather(*(detect(i) for i in range(32)))
+        async def bad(i: int) -> httpx.Response:
+            files = {"file": (f"bad{i}", b"not an image", "image/png")}
+            return await client.post("/detect", files=files)
+
+        # Bad uploads mixed in: refused on their own, never reaching a batch.
+        *responses, bad_responses = await asyncio.gather(
+            *(detect(i) for i in range(32)), asyncio.gather(*(bad(i) for i in range(4)))
+        )
         metrics = (await client.get("/metrics")).text
+    assert [r.status_code for r in bad_responses] == [422] * 4
     assert [r.status_code for r in responses] == [200] * 32
     for i, response in enumerate(responses):
         (verdict,) = response.json()["results"]
         assert verdict["filename"] == f"img{i}"
         assert verdict["probability_synthetic"] == pytest.approx(expected[i], abs=1e-4)
     forward_passes = metric_value(metrics, "dermafake_batch_size_count", model="detector")
-    assert metric_value(metrics, "dermafake_batch_size_sum", model="detector") == 32
+    assert metric_value(metrics, "dermafake_batch_size_sum", model="detector") == 32  # no bad one
     assert 4 <= forward_passes < 32  # batched, and never above max_batch_size=8
 
 

@@ -1,0 +1,111 @@
+"""Settings from the environment, device/dtype resolution, runners on the test checkpoints."""
+
+from __future__ import annotations
+
+import importlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from app.main import create_app
+from app.runners import (
+    GenerateItem,
+    GeneratorRunner,
+    cpu_has_bf16,
+    resolve_device,
+    resolve_dtype,
+)
+from app.settings import Settings
+from models.checkpoint import CheckpointError
+from tests.app.conftest import Checkpoints, running_app
+
+
+def test_settings_read_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERMAFAKE_ARTIFACTS_DIR", "/srv/models")
+    monkeypatch.setenv("DERMAFAKE_MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("DERMAFAKE_PRECISION", "bf16")
+    monkeypatch.setenv("DERMAFAKE_CHANNELS_LAST", "false")
+    monkeypatch.setenv("DERMAFAKE_API_KEY", "s3cret")
+    settings = Settings()
+    assert settings.detector_checkpoint == Path("/srv/models/detector/detector.safetensors")
+    assert settings.generator_checkpoint == Path("/srv/models/gan/generator.safetensors")
+    assert settings.max_batch_size == 4 and settings.precision == "bf16"
+    assert settings.channels_last is False
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    monkeypatch.setenv("DERMAFAKE_DETECTOR_PATH", "/elsewhere/d.safetensors")
+    assert Settings().detector_checkpoint == Path("/elsewhere/d.safetensors")
+
+
+def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERMAFAKE_API_KEY", "")
+    assert Settings().api_key is None  # an empty variable means no key, not the empty key
+    for name, value in [("DEVICE", "tpu"), ("PRECISION", "fp8"), ("MAX_BATCH_SIZE", "0")]:
+        monkeypatch.setenv(f"DERMAFAKE_{name}", value)
+        with pytest.raises(ValidationError, match=name.lower()):
+            Settings()
+        monkeypatch.delenv(f"DERMAFAKE_{name}")
+    with pytest.raises(ValidationError, match="max_queue_size"):
+        Settings(max_files=10, max_queue_size=4)
+
+
+def test_device_and_dtype_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("fp32", cpu) == torch.float32
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    assert resolve_device("cpu") == cpu
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == cpu
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_importing_the_module_app_loads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERMAFAKE_ARTIFACTS_DIR", "/nonexistent")
+    module = importlib.reload(importlib.import_module("app.main"))
+    assert module.app.state.services is None
+    assert module.app.state.settings.detector_checkpoint.parent == Path("/nonexistent/detector")
+
+
+@pytest.mark.anyio
+async def test_startup_fails_clearly_on_a_missing_checkpoint(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(detector_path=tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match=r"missing\.safetensors"):
+        async with running_app(settings):
+            pass
+    assert create_app(settings).state.services is None
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def test_generator_images_do_not_depend_on_their_batch(checkpoints: Checkpoints) -> None:
+    runner = GeneratorRunner.from_checkpoint(
+        checkpoints.generator, torch.device("cpu"), torch.float32, channels_last=True
+    )
+    batch = runner([GenerateItem(seed=s) for s in (11, 12, 13)])
+    alone = runner([GenerateItem(seed=12)])
+    assert np.abs(_pixels(batch[1]) - _pixels(alone[0])).max() <= 1
+    assert not np.array_equal(_pixels(batch[0]), _pixels(batch[1]))
+
+
+def test_bf16_autocast_stays_close_to_fp32(checkpoints: Checkpoints) -> None:
+    """The precision knob changes the arithmetic, not the picture (small generator: cheap)."""
+    items = [GenerateItem(seed=5)]
+    device = torch.device("cpu")
+    fp32 = GeneratorRunner.from_checkpoint(checkpoints.generator, device, torch.float32, False)
+    bf16 = GeneratorRunner.from_checkpoint(checkpoints.generator, device, torch.bfloat16, False)
+    diff = np.abs(_pixels(fp32(items)[0]) - _pixels(bf16(items)[0]))
+    assert diff.mean() < 3 and diff.max() < 40
+    assert bf16.info()["dtype"] == "bf16"
