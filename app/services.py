@@ -9,12 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from app.batching import Batcher
 from app.metrics import Metrics
 from app.runners import (
     DetectorRunner,
     GenerateItem,
     GeneratorRunner,
+    dtype_name,
     resolve_device,
     resolve_dtype,
 )
@@ -28,7 +31,7 @@ class Services:
     settings: Settings
     detector: DetectorRunner
     generator: GeneratorRunner
-    detect_batcher: Batcher[object, float]
+    detect_batcher: Batcher[torch.Tensor, float]
     generate_batcher: Batcher[GenerateItem, bytes]
     decode_pool: ThreadPoolExecutor
     ready: bool = field(default=False)
@@ -93,7 +96,7 @@ class Services:
             detector.version,
             generator.version,
             device,
-            info["dtype"],
+            dtype_name(dtype),
         )
         return services
 

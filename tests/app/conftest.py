@@ -1,5 +1,6 @@
-"""Checkpoints written by models.checkpoint (a small SNGAN generator and the real VGG16 detector),
-settings pointing at them, and small images in every accepted format."""
+"""Checkpoints written by the project's own code (a small SNGAN generator from two steps of
+training.train_gan, and the real VGG16 detector), settings pointing at them, small images in
+every accepted format, and a way to read /metrics."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from models.checkpoint import save_model
 from models.detector import Detector, DetectorConfig
 from models.preprocessing import GAN_MEAN, GAN_STD, PreprocessConfig, load_uint8, normalize
 from models.sngan import Generator, GeneratorConfig
+from tests.conftest import shared_data_dir
 
 with warnings.catch_warnings():  # Starlette deprecates httpx for TestClient; we still use both
     warnings.simplefilter("ignore")
@@ -44,15 +46,31 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
     """Written once per session: the VGG16 file is ~640 MB and takes seconds to hash."""
     root = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
-    generator = Generator(GeneratorConfig(image_size=GENERATOR_SIZE, z_dim=128, channels=16))
-    gan_pre = PreprocessConfig(image_size=GENERATOR_SIZE, mean=GAN_MEAN, std=GAN_STD)
-    save_model(root / "generator.safetensors", generator.eval(), gan_pre, step=2)
+    generator_path = _train_generator(root / "gan")
+    if generator_path is None:  # no HAM10000 here: an untrained generator, same file format
+        generator = Generator(GeneratorConfig(image_size=GENERATOR_SIZE, z_dim=128, channels=16))
+        gan_pre = PreprocessConfig(image_size=GENERATOR_SIZE, mean=GAN_MEAN, std=GAN_STD)
+        generator_path = root / "generator.safetensors"
+        save_model(generator_path, generator.eval(), gan_pre, step=2)
     detector_pre = PreprocessConfig(image_size=DETECTOR_SIZE)
     detector = _spread_logits(
         Detector(DetectorConfig(image_size=DETECTOR_SIZE)).eval(), detector_pre
     )
     save_model(root / "detector.safetensors", detector, detector_pre, threshold=0.5, step=3)
-    return Checkpoints(root / "detector.safetensors", root / "generator.safetensors")
+    return Checkpoints(root / "detector.safetensors", generator_path)
+
+
+def _train_generator(out: Path) -> Path | None:
+    """Two real SNGAN steps with the training program, when the shared HAM10000 data is here."""
+    data = shared_data_dir() / "ham10000-200x150"
+    if not (data / "HAM10000_metadata.csv").is_file():
+        return None
+    from training.train_gan import main, parse_args  # only needed with data
+
+    args = ["--data", str(data), "--out", str(out), "--steps", "2", "--image-size", "32"]
+    args += ["--g-channels", "16", "--d-channels", "8", "--batch-size", "4", "--n-dis", "1"]
+    args += ["--limit-images", "8", "--sample-every", "2", "--quiet"]
+    return main(parse_args(args))
 
 
 def _spread_logits(detector: Detector, config: PreprocessConfig) -> Detector:
