@@ -68,7 +68,7 @@ class TrainGanConfig:
     data: Path
     out: Path
     image_size: int = 64
-    steps: int = 10_000
+    steps: int = 100_000
     batch_size: int = 64
     n_dis: int = 5
     seed: int = 0
@@ -114,8 +114,16 @@ def parse_args(argv: list[str] | None = None) -> TrainGanConfig:
     )
     p.add_argument("--data", type=Path, required=True, help="HAM10000 folder (either layout)")
     p.add_argument("--out", type=Path, required=True, help="run folder for every output")
-    p.add_argument("--image-size", type=int, default=d.image_size, choices=SUPPORTED_SIZES)
-    p.add_argument("--steps", type=int, default=d.steps, help="total generator updates")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=d.image_size,
+        choices=SUPPORTED_SIZES,
+        help="generated image side in px (the detector upsamples 32/64 to its 128)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=d.steps, help="total generator updates (paper order: 100k)"
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per process")
     p.add_argument("--n-dis", type=int, default=d.n_dis, help="D updates per G update (paper 5)")
     p.add_argument("--seed", type=int, default=d.seed, help="model init, data order and noise")
@@ -147,9 +155,19 @@ def parse_args(argv: list[str] | None = None) -> TrainGanConfig:
         action="store_false",
         help="disable random horizontal/vertical flips of real images",
     )
-    p.add_argument("--precision", default=d.precision, choices=PRECISIONS, help="autocast dtype")
+    p.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=PRECISIONS,
+        help="autocast dtype; auto = bf16 on CUDA or CPUs with native bf16, else fp32",
+    )
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0 = default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="CPU threads (0 = torch default); on a shared CPU 1 thread can be faster",
+    )
     p.add_argument("--log-every", type=int, default=d.log_every, help="G steps per log.csv row")
     p.add_argument(
         "--sample-every",
