@@ -1,0 +1,103 @@
+"""The whole chain at smoke size: data -> GAN -> synthetic -> detector -> evaluation -> service."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings
+from tests.app.conftest import running_app
+from training import pipeline
+
+
+def _stage_tokens(out: Path) -> dict[str, str]:
+    return {
+        s: json.loads((out / d / "stage.json").read_text())["finished"]
+        for s, d in [
+            ("gan", "gan"),
+            ("synthetic", "synthetic"),
+            ("detector", "detector"),
+            ("evaluate", "evaluation"),
+        ]
+    }
+
+
+@pytest.fixture(scope="module")
+def artifacts(ham_dir: Path, shared_data: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("artifacts")
+    foreign = {"stylegan": shared_data / "generated-eval" / "stylegan-hyper07-128"}
+    cfg = pipeline.PipelineConfig(
+        data=ham_dir, out=out, profile="smoke", foreign=foreign, quiet=True
+    )
+    report = pipeline.main(cfg)
+    cm = report["test"]["confusion_matrix"]
+    assert sum(cm.values()) == sum(report["test"]["counts"].values())
+    return out
+
+
+def test_every_stage_writes_its_outputs(artifacts: Path) -> None:
+    for rel in [
+        "gan/generator.safetensors",
+        "gan/config.json",
+        "synthetic/manifest.csv",
+        "detector/detector.safetensors",
+        "evaluation/report.json",
+        "evaluation/confusion_matrix.png",
+        "summary.md",
+        "pipeline.json",
+    ]:
+        assert (artifacts / rel).is_file(), rel
+    assert len(list((artifacts / "synthetic").glob("*.png"))) == 24
+    summary = (artifacts / "summary.md").read_text()
+    assert "| accuracy |" in summary and "99.82%" in summary and "stylegan" in summary
+    assert "jpeg_q75" in summary
+
+
+def test_second_run_skips_and_a_changed_stage_reruns_downstream(
+    artifacts: Path, ham_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    cfg = pipeline.PipelineConfig(
+        data=ham_dir,
+        out=artifacts,
+        profile="smoke",
+        quiet=True,
+        foreign=json.loads((artifacts / "pipeline.json").read_text())["foreign"],
+    )
+    cfg = dataclasses.replace(cfg, foreign={k: Path(v) for k, v in cfg.foreign.items()})
+    before = _stage_tokens(artifacts)
+    pipeline.main(cfg)
+    assert _stage_tokens(artifacts) == before
+    assert capsys.readouterr().out.count("skipped") == 4
+
+    smoke = pipeline.PROFILES["smoke"]
+    changed = dataclasses.replace(smoke, synthetic={**smoke.synthetic, "n": 20})
+    monkeypatch.setitem(pipeline.PROFILES, "smoke", changed)
+    pipeline.main(cfg)
+    after = _stage_tokens(artifacts)
+    assert after["gan"] == before["gan"]
+    assert all(after[s] != before[s] for s in ("synthetic", "detector", "evaluate"))
+    assert len(list((artifacts / "synthetic").glob("*.png"))) == 20
+
+
+@pytest.mark.anyio
+async def test_service_serves_the_pipeline_artifacts(artifacts: Path, ham_dir: Path) -> None:
+    settings = Settings(artifacts_dir=artifacts, device="cpu", precision="fp32")
+    image = next((ham_dir / "images").glob("*.jpg")).read_bytes()
+    async with running_app(settings) as (_, client):
+        assert (await client.get("/readyz")).status_code == 200
+        r = await client.post("/detect", files={"file": ("lesion.jpg", image, "image/jpeg")})
+        assert r.status_code == 200, r.text
+        verdict = r.json()["results"][0]
+        assert verdict["label"] in ("real", "synthetic")
+        threshold = json.loads((artifacts / "evaluation" / "report.json").read_text())["threshold"]
+        assert verdict["threshold"] == pytest.approx(threshold)
+        g = await client.get("/generate", params={"n": 2, "seed": 5})
+        assert g.status_code == 200 and len(g.json()["images"]) == 2
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
