@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Build the image and prove it serves: /readyz and a real /detect from inside the container,
+# running as the non-root user with the artifacts mounted read-only. Then bring trainer + api up
+# with podman-compose (smoke profile, so the one-shot trainer finishes in about a minute).
+#   deploy/container-smoke.sh [ARTIFACTS_DIR] [DATA_DIR]
+# Needs podman (+ podman-compose): ../shared/tools/container-setup.sh sets them up here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+artifacts=$(realpath "${1:-artifacts}")
+data=$(realpath "${2:-../shared/data/ham10000-200x150}")
+base=${BASE_IMAGE:-localhost/debian-python:3.11}
+port=${PORT:-18080}
+command -v podman >/dev/null || { echo "podman not installed: skipping"; exit 77; }
+[ -f "$artifacts/detector/detector.safetensors" ] || { echo "no artifacts at $artifacts"; exit 2; }
+
+# Local package sources, mounted read-only for the build, so torch is not downloaded again.
+mounts=()
+for d in /opt/wheels /opt/pypi /opt/pypi-more /etc/xdg/pip; do
+  [ -d "$d" ] && mounts+=(-v "$d:$d:ro")
+done
+podman build "${mounts[@]}" --build-arg BASE_IMAGE="$base" \
+  --build-arg PIP_FIND_LINKS=/opt/wheels \
+  --build-arg PIP_EXTRA_INDEX_URL="file:///opt/pypi/simple file:///opt/pypi-more/simple" \
+  -t dermafake:latest .
+
+echo "== image user: $(podman image inspect dermafake:latest --format '{{.Config.User}}')"
+podman rm -f dermafake-smoke >/dev/null 2>&1 || true
+podman run -d --name dermafake-smoke -p "127.0.0.1:$port:8000" \
+  -v "$artifacts:/artifacts:ro" -e DERMAFAKE_DEVICE=cpu dermafake:latest >/dev/null
+trap 'podman rm -f dermafake-smoke >/dev/null 2>&1 || true' EXIT
+for _ in $(seq 1 120); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  sleep 2
+done
+echo "== uid inside: $(podman exec dermafake-smoke id -u)"
+echo "== /readyz";   curl -fsS "http://127.0.0.1:$port/readyz"; echo
+image=$(ls "$data"/images/*.jpg | head -1)
+echo "== /detect $(basename "$image")"
+curl -fsS -F "file=@$image" "http://127.0.0.1:$port/detect"; echo
+echo "== /generate n=2"
+curl -fsS "http://127.0.0.1:$port/generate?n=2&seed=3" | head -c 200; echo
+echo "== write to /artifacts is refused:"
+podman exec dermafake-smoke touch /artifacts/x 2>&1 || true
+podman rm -f dermafake-smoke >/dev/null
+
+if command -v podman-compose >/dev/null && [ "${COMPOSE:-1}" = 1 ]; then
+  echo "== podman-compose: trainer (smoke profile) then api"
+  export BASE_IMAGE="$base" DATA="$data" PROFILE=smoke API_PORT="$port" DEVICE=cpu
+  files=(-f docker-compose.yml -f docker-compose.cpu.yml)
+  podman-compose "${files[@]}" down -v >/dev/null 2>&1 || true
+  podman-compose "${files[@]}" up -d trainer
+  podman wait dermafake_trainer_1
+  podman logs dermafake_trainer_1 2>&1 | grep '\[pipeline\]'
+  podman-compose "${files[@]}" up -d api
+  for _ in $(seq 1 120); do
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    sleep 2
+  done
+  echo "== compose /readyz"; curl -fsS "http://127.0.0.1:$port/readyz"; echo
+  echo "== compose /detect"; curl -fsS -F "file=@$image" "http://127.0.0.1:$port/detect"; echo
+  podman-compose "${files[@]}" down -v >/dev/null 2>&1 || true
+fi
