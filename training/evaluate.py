@@ -331,7 +331,8 @@ def render_markdown(report: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- command line
 
 
-def _foreign(text: str) -> tuple[str, Path]:
+def parse_foreign(text: str) -> tuple[str, Path]:
+    """``NAME=DIR`` -> (NAME, DIR), for --foreign flags."""
     name, sep, folder = text.partition("=")
     if not sep or not name or not folder:
         raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
@@ -356,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", type=Path, required=True, help="folder for report.json, report.md and figures")
     a(
         "--foreign",
-        type=_foreign,
+        type=parse_foreign,
         action="append",
         default=[],
         metavar="NAME=DIR",

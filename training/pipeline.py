@@ -314,13 +314,6 @@ def write_summary(out: Path, cfg: PipelineConfig, report: dict[str, Any]) -> Pat
     return path
 
 
-def _foreign(text: str) -> tuple[str, Path]:
-    name, sep, folder = text.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
-    return name, Path(folder)
-
-
 def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     p = argparse.ArgumentParser(
         prog="python -m training.pipeline",
@@ -349,7 +342,7 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     p.add_argument("--seed", type=int, default=0, help="seed for every stage (default: 0)")
     p.add_argument(
         "--foreign",
-        type=_foreign,
+        type=evaluate.parse_foreign,
         action="append",
         default=[],
         metavar="NAME=DIR",
