@@ -2,7 +2,7 @@
 # Build the image and prove it serves: /readyz and a real /detect from inside the container,
 # running as the non-root user with the artifacts mounted read-only. Then bring trainer + api up
 # with podman-compose (smoke profile, so the one-shot trainer finishes in about a minute).
-#   deploy/container-smoke.sh [ARTIFACTS_DIR] [DATA_DIR]
+#   deploy/container-smoke.sh [ARTIFACTS_DIR] [DATA_DIR]     (SKIP_BUILD=1 reuses the image)
 # Needs podman (+ podman-compose): ../shared/tools/container-setup.sh sets them up here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +18,14 @@ mounts=()
 for d in /opt/wheels /opt/pypi /opt/pypi-more /etc/xdg/pip; do
   [ -d "$d" ] && mounts+=(-v "$d:$d:ro")
 done
-podman build "${mounts[@]}" --build-arg BASE_IMAGE="$base" \
-  --build-arg PIP_FIND_LINKS=/opt/wheels \
-  --build-arg PIP_EXTRA_INDEX_URL="file:///opt/pypi/simple file:///opt/pypi-more/simple" \
-  -t dermafake:latest .
+if [ "${SKIP_BUILD:-0}" = 1 ] && podman image exists dermafake:latest; then
+  echo "== using the existing dermafake:latest (SKIP_BUILD=1)"
+else
+  podman build "${mounts[@]}" --build-arg BASE_IMAGE="$base" \
+    --build-arg PIP_FIND_LINKS=/opt/wheels \
+    --build-arg PIP_EXTRA_INDEX_URL="file:///opt/pypi/simple file:///opt/pypi-more/simple" \
+    -t dermafake:latest .
+fi
 
 echo "== image user: $(podman image inspect dermafake:latest --format '{{.Config.User}}')"
 podman rm -f dermafake-smoke >/dev/null 2>&1 || true

@@ -152,6 +152,9 @@ def save_model(
         str(tmp),
         metadata={"format": FORMAT, "dermafake": json.dumps(dataclasses.asdict(meta))},
     )
+    # safetensors creates the file 0600; a service running as another (non-root) user must
+    # still be able to read the weights it is handed, as with any other data file.
+    tmp.chmod(0o644)
     tmp.replace(path)
     return meta
 

@@ -39,6 +39,7 @@ def test_detector_round_trip_identical_outputs(detector_file) -> None:
     assert meta.threshold == 0.37 and meta.step == 12 and meta.metrics == {"auc": 0.9}
     assert meta.preprocess_config == PreprocessConfig()
     assert meta.code_version and meta.created
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by a non-root service user
 
 
 def test_generator_and_discriminator_round_trip(tmp_path: Path) -> None:
