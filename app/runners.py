@@ -1,13 +1,15 @@
 """Model + device + dtype + forward on a batch: the only place the service touches torch models.
 
 A runner is a plain callable ``list[item] -> list[result]`` that the batcher runs in a worker
-thread. Keeping the forward pass here, in one small method per model, leaves room for a later
-``torch.compile`` and padding batches to a few bucket sizes without touching routes or batching.
+thread. The model is prepared once by :func:`models.runtime.prepare_for_inference` (served
+dtype, channels_last, optionally ``torch.compile`` with freezing); when compiled, every batch is
+padded to one of a few bucket sizes, each compiled by :meth:`Runner.warmup` before the service
+reports ready, so no request ever waits for a compilation.
 """
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,40 +19,15 @@ from torch import nn
 
 from models.checkpoint import CheckpointMeta, load_model
 from models.preprocessing import encode, normalize, to_pil, to_uint8
+from models.runtime import (
+    InferenceOptions,
+    pad_to_bucket,
+    prepare_for_inference,
+    to_device,
+    to_input,
+)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_THRESHOLD = 0.5
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is a configuration error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("DERMAFAKE_DEVICE=cuda but no CUDA device is available")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels (AVX512-BF16/AMX); elsewhere bf16 is emulated
-    and several times slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype; ``auto`` is fp16 on CUDA, bf16 on a CPU with bf16 kernels, else fp32."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if cpu_has_bf16() else torch.float32
-    return DTYPES[precision]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in DTYPES.items()}[dtype]
 
 
 @dataclass(frozen=True)
@@ -62,7 +39,7 @@ class GenerateItem:
 
 
 class Runner:
-    """A model on a device with an autocast dtype, loaded from a checkpoint."""
+    """A model prepared for serving, loaded from a checkpoint, with its batch-size buckets."""
 
     kind: str = ""
 
@@ -70,35 +47,35 @@ class Runner:
         self,
         model: nn.Module,
         meta: CheckpointMeta,
-        device: torch.device,
-        dtype: torch.dtype = torch.float32,
-        channels_last: bool = False,
+        options: InferenceOptions,
+        buckets: Sequence[int] = (),
     ) -> None:
         self.meta = meta
-        self.device = device
-        self.dtype = dtype
-        self.channels_last = channels_last
-        self.model = model.to(device).eval()
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.options = options
+        self.buckets = tuple(sorted(set(buckets)))
+        self.model = prepare_for_inference(model, options)
         self.preprocess = meta.preprocess_config
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: torch.device, dtype: torch.dtype, channels_last: bool
+        cls, path: str | Path, options: InferenceOptions, buckets: Sequence[int] = ()
     ) -> Runner:
         model, meta = load_model(path, cls.kind)
-        return cls(model, meta, device, dtype, channels_last)
+        return cls(model, meta, options, buckets)
+
+    @property
+    def device(self) -> torch.device:
+        return self.options.device
 
     @property
     def version(self) -> str:
         """Content address of the weights: changes exactly when the served model does."""
         return self.meta.weights_sha256[:12] or f"step-{self.meta.step}"
 
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model on a batch already on the device; fp32 outputs."""
+        with torch.inference_mode():
+            return self.model(to_input(x, self.options)).float()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -112,12 +89,16 @@ class Runner:
             "preprocessing": self.meta.preprocessing,
             "metrics": self.meta.metrics,
             "threshold": self.meta.threshold,
-            "device": str(self.device),
-            "dtype": dtype_name(self.dtype),
-            "channels_last": self.channels_last,
+            **self.options.describe(),
+            "batch_buckets": list(self.buckets),
         }
 
     def warmup(self) -> None:
+        """One forward per bucket (each compiles its graph when compiled), else one of size 1."""
+        for n in self.buckets or (1,):
+            self(self.example(n))
+
+    def example(self, n: int) -> list[Any]:
         raise NotImplementedError
 
 
@@ -134,17 +115,14 @@ class DetectorRunner(Runner):
         return {**super().info(), "threshold": self.threshold}
 
     def __call__(self, images: list[torch.Tensor]) -> list[float]:
-        batch = torch.stack(images).to(self.device, non_blocking=True)
-        x = normalize(batch, self.preprocess)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self.autocast():
-            logits = self.model(x)
-        return torch.sigmoid(logits.float()).cpu().tolist()
+        # uint8 crosses to the device (4x less than float), normalisation happens there.
+        batch = to_device(pad_to_bucket(torch.stack(images), self.buckets), self.device)
+        logits = self.forward(normalize(batch, self.preprocess))
+        return torch.sigmoid(logits[: len(images)]).cpu().tolist()
 
-    def warmup(self) -> None:
+    def example(self, n: int) -> list[torch.Tensor]:
         size = self.preprocess.image_size
-        self([torch.zeros(3, size, size, dtype=torch.uint8)])
+        return [torch.zeros(3, size, size, dtype=torch.uint8)] * n
 
 
 def seed_noise(seed: int, z_dim: int) -> torch.Tensor:
@@ -159,11 +137,10 @@ class GeneratorRunner(Runner):
 
     def __call__(self, items: list[GenerateItem]) -> list[bytes]:
         z_dim = int(self.meta.config["z_dim"])
-        z = torch.cat([seed_noise(item.seed, z_dim) for item in items]).to(self.device)
-        with torch.inference_mode(), self.autocast():
-            images = self.model(z)
-        pixels = to_uint8(images)
+        z = torch.cat([seed_noise(item.seed, z_dim) for item in items])
+        images = self.forward(to_device(pad_to_bucket(z, self.buckets), self.device))
+        pixels = to_uint8(images[: len(items)])
         return [encode(to_pil(img), item.fmt) for img, item in zip(pixels, items, strict=True)]
 
-    def warmup(self) -> None:
-        self([GenerateItem(seed=0)])
+    def example(self, n: int) -> list[GenerateItem]:
+        return [GenerateItem(seed=i) for i in range(n)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,15 +14,9 @@ import torch
 
 from app.batching import Batcher
 from app.metrics import Metrics
-from app.runners import (
-    DetectorRunner,
-    GenerateItem,
-    GeneratorRunner,
-    dtype_name,
-    resolve_device,
-    resolve_dtype,
-)
+from app.runners import DetectorRunner, GenerateItem, GeneratorRunner
 from app.settings import Settings
+from models.runtime import InferenceOptions, dtype_name, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -41,25 +36,27 @@ class Services:
         """Load both checkpoints onto the device, warm them up, start the batchers."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.precision, device)
+        options = InferenceOptions(device, dtype, settings.channels_last, settings.compile)
         detector, generator = await asyncio.gather(
             asyncio.to_thread(
                 DetectorRunner.from_checkpoint,
                 settings.detector_checkpoint,
-                device,
-                dtype,
-                settings.channels_last,
+                options,
+                settings.buckets,
             ),
             asyncio.to_thread(
                 GeneratorRunner.from_checkpoint,
                 settings.generator_checkpoint,
-                device,
-                dtype,
-                settings.channels_last,
+                options,
+                settings.buckets,
             ),
         )
-        if settings.warmup:
+        if settings.warmup or settings.compile:  # compiled graphs are built here, not under load
+            start = time.perf_counter()
+            logger.info("warming up (compile=%s, buckets %s)", settings.compile, settings.buckets)
             await asyncio.to_thread(detector.warmup)
             await asyncio.to_thread(generator.warmup)
+            logger.info("warm-up done in %.1f s", time.perf_counter() - start)
 
         def batcher(name: str, fn: Callable[[list[Any]], list[Any]]) -> Batcher:
             b = Batcher(
@@ -87,16 +84,20 @@ class Services:
         for runner in (detector, generator):
             info = runner.info()
             metrics.model_info.labels(model=runner.kind).info(
-                {k: str(info[k]) for k in ("version", "step", "code_version", "device", "dtype")}
+                {
+                    k: str(info[k])
+                    for k in ("version", "step", "code_version", "device", "dtype", "compile")
+                }
             )
         metrics.track_gpu_memory(device)
         services.ready = True
         logger.info(
-            "serving detector %s and generator %s on %s (%s)",
+            "serving detector %s and generator %s on %s (%s, compile=%s)",
             detector.version,
             generator.version,
             device,
             dtype_name(dtype),
+            settings.compile,
         )
         return services
 

@@ -12,6 +12,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.runtime import bucket_sizes
+
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -26,8 +28,12 @@ class Settings(BaseSettings):
     detector_path: Path | None = None
     generator_path: Path | None = None
     device: Device = "auto"
-    precision: Precision = "auto"  # auto: bf16 autocast on a CPU with bf16 kernels, fp16 on CUDA
+    # auto: bf16 where native (CUDA, AVX-512 BF16/AMX CPUs), else fp32; reduced precision casts
+    # the weights (half the memory). Defaults measured: docs/BENCHMARKS.md.
+    precision: Precision = "auto"
     channels_last: bool = True
+    compile: bool = True  # torch.compile + inductor freezing; compiles every bucket at start-up
+    batch_buckets: list[int] | None = None  # None: 1, 2, 4, ... up to max_batch_size if compiled
     warmup: bool = True
 
     # Server (python -m app); one worker per process: see app/metrics.py on why.
@@ -62,6 +68,28 @@ class Settings(BaseSettings):
                 f"must not exceed max_queue_size ({self.max_queue_size})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _buckets_cover_batches(self) -> Self:
+        # A batch larger than every bucket would run unpadded and compile a new graph under load.
+        if self.batch_buckets is not None and (
+            min(self.batch_buckets, default=1) < 1
+            or max(self.batch_buckets, default=0) < self.max_batch_size
+        ):
+            raise ValueError(
+                f"batch_buckets {self.batch_buckets} must be positive and include one at least "
+                f"as large as max_batch_size ({self.max_batch_size})"
+            )
+        return self
+
+    @property
+    def buckets(self) -> tuple[int, ...]:
+        """Batch sizes that batches are padded to: only needed (and used) when compiling."""
+        if not self.compile:
+            return ()
+        if self.batch_buckets is not None:
+            return tuple(sorted(set(self.batch_buckets)))
+        return bucket_sizes(self.max_batch_size)
 
     @property
     def detector_checkpoint(self) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from training.common import resolve_device
+from models.runtime import resolve_device
 from training.train_gan import TrainGanConfig, build_run
 
 

@@ -1,26 +1,36 @@
 """Raw model throughput: images/s of the detector and generator per batch size and setting.
 
-Settings: fp32 eager, + channels_last, + bf16 autocast (where the CPU/GPU has native bf16),
-+ torch.compile with inductor freezing. Every setting is measured in this one run, so the ratios
-are comparable. Writes JSON; prints a table.
+Settings are names built from parts: ``fp32``/``bf16``/``fp16`` (weights and inputs cast, as the
+service does), ``_cl`` (channels_last), ``compile_`` (torch.compile with inductor freezing, one
+static graph per batch size). Each is prepared by the service's own
+:func:`models.runtime.prepare_for_inference`. Every setting is measured in this one run, so the
+ratios are comparable. Writes JSON; prints a table.
 
-    python -m bench.model_speed --batch-sizes 1 8 32 --out bench/results/model_speed.json
+    python -m bench.model_speed --batch-sizes 1 4 16 64 --out bench/results/model_speed.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from bench.machine import describe
 from models.detector import Detector
+from models.runtime import (
+    DTYPES,
+    InferenceOptions,
+    prepare_for_inference,
+    resolve_device,
+    to_input,
+)
 from models.sngan import Generator, GeneratorConfig
-from training.common import autocast, cpu_has_bf16, resolve_device
 
 
 @dataclass
@@ -55,32 +65,31 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return Config(**vars(p.parse_args(argv)))
 
 
-def build(config: Config, setting: str, device: torch.device) -> tuple[torch.nn.Module, callable]:
+def options_for(setting: str, device: torch.device) -> InferenceOptions:
+    """``compile_bf16_cl`` -> bf16 weights, channels_last, compiled."""
+    precision = setting.removeprefix("compile_").removesuffix("_cl")
+    if precision not in DTYPES:
+        raise SystemExit(
+            f"unknown setting {setting!r}: expected e.g. fp32, bf16_cl, compile_fp32_cl"
+        )
+    return InferenceOptions(
+        device, DTYPES[precision], setting.endswith("_cl"), setting.startswith("compile_")
+    )
+
+
+def build(config: Config, options: InferenceOptions) -> tuple[torch.nn.Module, Callable]:
     if config.model == "detector":
-        model = Detector().eval()
-        make = lambda n: torch.randn(n, 3, config.image_size, config.image_size)  # noqa: E731
+        model: torch.nn.Module = Detector()
+        size = config.image_size
+        make = lambda n: torch.randn(n, 3, size, size)  # noqa: E731
     else:
-        model = Generator(GeneratorConfig(image_size=config.image_size)).eval()
-        make = lambda n: torch.randn(n, 128)  # noqa: E731
-    model = model.to(device)
-    cl = "_cl" in setting
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    if setting.startswith("compile"):
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True
-        model = torch.compile(model)
-
-    def inputs(n: int) -> torch.Tensor:
-        x = make(n).to(device)
-        return x.to(memory_format=torch.channels_last) if cl and x.dim() == 4 else x
-
-    return model, inputs
+        model = Generator(GeneratorConfig(image_size=config.image_size))
+        make = lambda n: torch.randn(n, model.config.z_dim)  # noqa: E731
+    return prepare_for_inference(model, options), lambda n: to_input(make(n), options)
 
 
-def measure(model, x: torch.Tensor, dtype: torch.dtype, device: torch.device, seconds: float):
-    with torch.inference_mode(), autocast(device, dtype):
+def measure(model: torch.nn.Module, x: torch.Tensor, device: torch.device, seconds: float) -> float:
+    with torch.inference_mode():
         model(x)  # warm-up (and compilation)
         model(x)
         if device.type == "cuda":
@@ -99,13 +108,11 @@ def main(config: Config) -> list[dict]:
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    has_bf16 = device.type == "cuda" or cpu_has_bf16()
     rows = []
     for setting in config.settings:
-        dtype = torch.bfloat16 if "bf16" in setting else torch.float32
-        model, inputs = build(config, setting, device)
-        for bs in config.batch_sizes:
-            ips = measure(model, inputs(bs), dtype, device, config.seconds)
+        model, inputs = build(config, options_for(setting, device))
+        for bs in tqdm(config.batch_sizes, desc=setting, leave=False):
+            ips = measure(model, inputs(bs), device, config.seconds)
             row = {"setting": setting, "batch": bs, "images_per_s": round(ips, 2)}
             rows.append(row)
             print(f"{config.model:9s} {setting:18s} batch {bs:3d}: {ips:8.2f} img/s", flush=True)
@@ -115,14 +122,7 @@ def main(config: Config) -> list[dict]:
         r["ratio_vs_" + config.settings[0]] = round(r["images_per_s"] / base[r["batch"]], 2)
     result = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-        "machine": {
-            "device": torch.cuda.get_device_name()
-            if device.type == "cuda"
-            else platform.processor(),
-            "threads": torch.get_num_threads(),
-            "native_bf16": has_bf16,
-            "torch": torch.__version__,
-        },
+        "machine": describe(device),
         "rows": rows,
     }
     if config.out:

@@ -1,11 +1,17 @@
-"""HTTP throughput and latency of the real service, batched vs one forward per request, against
-the raw model measured in the same run.
+"""HTTP throughput, latency and memory of the real service, against the raw models measured in
+the same run.
 
-Starts ``python -m app`` on a free loopback port (twice: batching on, then
-``max_batch_size=1``), sends a bounded number of ``/detect`` requests at each concurrency, and
-``/generate`` with n=16. Loopback only; every loop is bounded in count and time.
+1. Raw: the detector (batch ``--batch-size``) and the generator (n=16) alone, prepared exactly as
+   the service prepares them (same precision, layout, compilation), no HTTP, no decoding.
+2. ``python -m app`` on a free loopback port with batching on, then with ``max_batch_size=1``
+   (one forward per request): a bounded number of ``/detect`` requests at each concurrency (p50,
+   p99, images/s), and ``/generate?n=16`` with the same bound.
+3. Resident memory (VmRSS) of the service with both models loaded and warm, for each
+   ``--memory-settings`` entry (precision/compile), after a few requests.
 
-    python -m bench.service_speed --artifacts artifacts --images ../shared/data/isic-uda1-originals
+Every request loop is bounded in count and in time; loopback only. Prints the ratios, writes JSON.
+
+    python -m bench.service_speed --artifacts artifacts --out bench/results/service.json
 """
 
 from __future__ import annotations
@@ -19,75 +25,106 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
 import torch
 
-from models.checkpoint import load_model
+from app.runners import DetectorRunner, GenerateItem, GeneratorRunner, Runner
+from bench.machine import describe
 from models.preprocessing import load_uint8, normalize
-from training.common import autocast, resolve_device, resolve_dtype
+from models.runtime import InferenceOptions, bucket_sizes, resolve_device, resolve_dtype
 
 
 @dataclass
 class Config:
     artifacts: Path = Path("artifacts")
+    detector: Path | None = None
+    generator: Path | None = None
     images: Path = Path("../shared/data/isic-uda1-originals")
     concurrency: list[int] = field(default_factory=lambda: [1, 8, 32])
-    requests: int = 64
+    requests: int = 96
     max_seconds: float = 120.0
     batch_size: int = 16
+    generate_n: int = 16
     precision: str = "auto"
+    compile: bool = True
+    memory_settings: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
+    raw_seconds: float = 10.0
     out: Path | None = None
+
+    @property
+    def detector_path(self) -> Path:
+        return self.detector or self.artifacts / "detector" / "detector.safetensors"
+
+    @property
+    def generator_path(self) -> Path:
+        return self.generator or self.artifacts / "gan" / "generator.safetensors"
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "--artifacts",
-        type=Path,
-        default=Config.artifacts,
-        help="folder with detector/ and gan/ checkpoints (pipeline output)",
+    a = p.add_argument
+    a("--artifacts", type=Path, default=Config.artifacts, help="pipeline output folder")
+    a("--detector", type=Path, default=None, help="detector checkpoint (default: in artifacts)")
+    a("--generator", type=Path, default=None, help="generator checkpoint (default: in artifacts)")
+    a("--images", type=Path, default=Config.images, help="folder of .jpg/.png upload images")
+    a("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="client concurrencies")
+    a("--requests", type=int, default=Config.requests, help="requests per measurement (bound)")
+    a("--max-seconds", type=float, default=Config.max_seconds, help="time bound per measurement")
+    a("--batch-size", type=int, default=Config.batch_size, help="service max_batch_size when on")
+    a("--generate-n", type=int, default=Config.generate_n, help="images per /generate request")
+    a("--precision", default="auto", help="auto, fp32, bf16 or fp16 (as DERMAFAKE_PRECISION)")
+    a("--no-compile", dest="compile", action="store_false", help="serve eager, not compiled")
+    a(
+        "--memory-settings",
+        nargs="*",
+        default=["fp32", "bf16"],
+        help="precisions to measure resident memory for; add _eager for compile off (bf16_eager)",
     )
-    p.add_argument("--images", type=Path, default=Config.images, help="folder of upload images")
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        nargs="+",
-        default=[1, 8, 32],
-        help="client concurrencies to measure",
-    )
-    p.add_argument("--requests", type=int, default=64, help="requests per measurement")
-    p.add_argument(
-        "--max-seconds",
-        type=float,
-        default=120.0,
-        help="stop a measurement after this long even if requests remain",
-    )
-    p.add_argument("--batch-size", type=int, default=16, help="service max_batch_size when on")
-    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
-    p.add_argument("--out", type=Path, default=None, help="JSON results file")
+    a("--raw-seconds", type=float, default=Config.raw_seconds, help="timed seconds per raw model")
+    a("--out", type=Path, default=None, help="JSON results file")
     return Config(**vars(p.parse_args(argv)))
 
 
-def raw_throughput(cfg: Config, images: list[bytes], seconds: float = 10.0) -> float:
-    """Images/s of the detector alone at the service's batch size, same precision/layout."""
-    model, meta = load_model(cfg.artifacts / "detector" / "detector.safetensors", "detector")
+def timed(fn: Callable[[], object], seconds: float, items: int) -> float:
+    """Items/s of ``fn`` over at least ``seconds`` (and 2 calls), after one untimed call."""
+    fn()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n < 2:
+        fn()
+        n += 1
+    return n * items / (time.perf_counter() - start)
+
+
+def raw_throughput(cfg: Config, images: list[bytes]) -> dict[str, float]:
+    """The models alone, prepared by the service's own runners with the service's options."""
     device = resolve_device("auto")
-    dtype = resolve_dtype(cfg.precision, device)
-    pre = meta.preprocess_config
+    options = InferenceOptions(
+        device, resolve_dtype(cfg.precision, device), channels_last=True, compile=cfg.compile
+    )
+    detector = DetectorRunner.from_checkpoint(cfg.detector_path, options, [cfg.batch_size])
+    pre = detector.preprocess
     batch = torch.stack([load_uint8(images[i % len(images)], pre) for i in range(cfg.batch_size)])
-    model = model.to(device, memory_format=torch.channels_last)
-    x = normalize(batch.to(device), pre).contiguous(memory_format=torch.channels_last)
-    n, start = 0, None
-    with torch.inference_mode(), autocast(device, dtype):
-        model(x)
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds or n < 2:
-            model(x)
-            n += 1
-    return n * cfg.batch_size / (time.perf_counter() - start)
+    x = normalize(batch.to(device), pre)
+    generator = GeneratorRunner.from_checkpoint(cfg.generator_path, options, [cfg.generate_n])
+    z = torch.randn(cfg.generate_n, int(generator.meta.config["z_dim"]), device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
+    def run(runner: Runner, inputs: torch.Tensor) -> Callable[[], None]:
+        return lambda: (runner.forward(inputs), sync())
+
+    return {
+        "detector_images_per_s": timed(run(detector, x), cfg.raw_seconds, cfg.batch_size),
+        "generator_images_per_s": timed(run(generator, z), cfg.raw_seconds, cfg.generate_n),
+        "generator_with_png_images_per_s": timed(
+            lambda: generator([GenerateItem(s) for s in range(cfg.generate_n)]),
+            cfg.raw_seconds,
+            cfg.generate_n,
+        ),
+    }
 
 
 def _free_port() -> int:
@@ -96,36 +133,78 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(cfg: Config, batch_size: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    cfg: Config, batch_size: int, precision: str, compile: bool
+) -> tuple[subprocess.Popen, str, float]:
+    """``python -m app`` as a user would run it; returns once /readyz says ready."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "DERMAFAKE_ARTIFACTS_DIR": str(cfg.artifacts),
-        "DERMAFAKE_PORT": str(port),
-        "DERMAFAKE_HOST": "127.0.0.1",
-        "DERMAFAKE_MAX_BATCH_SIZE": str(batch_size),
-        "DERMAFAKE_PRECISION": cfg.precision,
-        "DERMAFAKE_MAX_QUEUE_SIZE": "1024",
-        "DERMAFAKE_REQUEST_TIMEOUT_S": "300",
-        "DERMAFAKE_LOG_LEVEL": "warning",
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DERMAFAKE_")}
+    env.update(
+        DERMAFAKE_DETECTOR_PATH=str(cfg.detector_path),
+        DERMAFAKE_GENERATOR_PATH=str(cfg.generator_path),
+        DERMAFAKE_PORT=str(port),
+        DERMAFAKE_HOST="127.0.0.1",
+        DERMAFAKE_MAX_BATCH_SIZE=str(batch_size),
+        DERMAFAKE_MAX_GENERATE_N=str(cfg.generate_n),
+        DERMAFAKE_PRECISION=precision,
+        DERMAFAKE_COMPILE=str(compile).lower(),
+        DERMAFAKE_MAX_QUEUE_SIZE="1024",
+        DERMAFAKE_REQUEST_TIMEOUT_S="600",
+        DERMAFAKE_LOG_LEVEL="warning",
+    )
+    start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "app"], env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
+                return proc, url, time.perf_counter() - start
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
             raise RuntimeError("the service exited during start-up")
         time.sleep(0.5)
     proc.terminate()
-    raise RuntimeError("the service did not become ready in 300 s")
+    raise RuntimeError("the service did not become ready in 900 s")
 
 
-async def load(url: str, images: list[bytes], concurrency: int, n: int, max_s: float) -> dict:
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """Resident now (VmRSS) and at its peak (VmHWM), from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return {"rss_mib": fields["VmRSS"], "peak_rss_mib": fields["VmHWM"]}
+
+
+def summarise(latencies: list[float], elapsed: float, items: int) -> dict[str, float]:
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    return {
+        "requests": len(latencies),
+        "images_per_s": round(len(latencies) * items / elapsed, 2),
+        "p50_s": round(q[49], 3),
+        "p99_s": round(q[98], 3),
+    }
+
+
+async def bounded_load(
+    send: Callable[[httpx.AsyncClient, int], object],
+    concurrency: int,
+    n: int,
+    max_s: float,
+) -> tuple[list[float], float]:
+    """``n`` calls of ``send`` by ``concurrency`` clients, stopping early after ``max_s``."""
     latencies: list[float] = []
     counter = iter(range(n))
     start = time.perf_counter()
@@ -135,67 +214,90 @@ async def load(url: str, images: list[bytes], concurrency: int, n: int, max_s: f
             if time.perf_counter() - start > max_s:
                 return
             t = time.perf_counter()
-            r = await client.post(
-                url + "/detect", files={"file": (f"{i}.jpg", images[i % len(images)])}
-            )
-            r.raise_for_status()
+            response = await send(client, i)
+            response.raise_for_status()
             latencies.append(time.perf_counter() - t)
 
     async with httpx.AsyncClient(timeout=600) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    elapsed = time.perf_counter() - start
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return {
-        "concurrency": concurrency,
-        "requests": len(latencies),
-        "images_per_s": round(len(latencies) / elapsed, 2),
-        "p50_s": round(q[49], 3),
-        "p99_s": round(q[98], 3),
-    }
+    return latencies, time.perf_counter() - start
 
 
-async def generate(url: str, n: int = 16, rounds: int = 8) -> float:
-    async with httpx.AsyncClient(timeout=600) as client:
-        await client.get(url + "/generate", params={"n": n, "seed": 0})
-        start = time.perf_counter()
-        for k in range(rounds):
-            r = await client.get(url + "/generate", params={"n": n, "seed": k})
-            r.raise_for_status()
-    return n * rounds / (time.perf_counter() - start)
+def detect_load(url: str, images: list[bytes], concurrency: int, cfg: Config) -> dict:
+    def send(client: httpx.AsyncClient, i: int) -> object:
+        files = {"file": (f"{i}.jpg", images[i % len(images)])}
+        return client.post(url + "/detect", files=files)
+
+    lat, elapsed = asyncio.run(bounded_load(send, concurrency, cfg.requests, cfg.max_seconds))
+    return {"concurrency": concurrency, **summarise(lat, elapsed, 1)}
+
+
+def generate_load(url: str, cfg: Config) -> dict:
+    def send(client: httpx.AsyncClient, i: int) -> object:
+        return client.get(url + "/generate", params={"n": cfg.generate_n, "seed": i})
+
+    rounds = max(4, cfg.requests // 8)
+    asyncio.run(bounded_load(send, 1, 1, cfg.max_seconds))  # first PNG encode etc.
+    lat, elapsed = asyncio.run(bounded_load(send, 1, rounds, cfg.max_seconds))
+    return {"n": cfg.generate_n, **summarise(lat, elapsed, cfg.generate_n)}
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
 
 
 def main(cfg: Config) -> dict:
-    paths = sorted(cfg.images.glob("*.jpg"))[:16]
+    paths = sorted([*cfg.images.glob("*.jpg"), *cfg.images.glob("*.png")])[:32]
     if not paths:
-        raise SystemExit(f"no .jpg images in {cfg.images}")
+        raise SystemExit(f"no .jpg or .png images in {cfg.images}: pass --images")
     images = [p.read_bytes() for p in paths]
-    raw = raw_throughput(cfg, images)
-    print(f"raw detector, batch {cfg.batch_size}: {raw:.2f} img/s", flush=True)
+    device = resolve_device("auto")
     result: dict = {
         "config": {k: str(v) for k, v in asdict(cfg).items()},
-        "raw_images_per_s": round(raw, 2),
-        "batched": [],
-        "unbatched": [],
+        "machine": describe(device),
+        "served_buckets": list(bucket_sizes(cfg.batch_size)) if cfg.compile else [],
     }
+    raw = raw_throughput(cfg, images)
+    result["raw"] = {k: round(v, 2) for k, v in raw.items()}
+    print("raw models:", result["raw"], flush=True)
+
     for mode, bs in (("batched", cfg.batch_size), ("unbatched", 1)):
-        proc, url = start_server(cfg, bs)
+        proc, url, startup_s = start_server(cfg, bs, cfg.precision, cfg.compile)
+        result[mode] = {"startup_s": round(startup_s, 1), "detect": []}
         try:
             for c in cfg.concurrency:
-                row = asyncio.run(load(url, images, c, cfg.requests, cfg.max_seconds))
-                result[mode].append(row)
-                print(f"{mode:9s} c={c:2d}: {row}", flush=True)
+                row = detect_load(url, images, c, cfg)
+                result[mode]["detect"].append(row)
+                print(f"{mode:9s} /detect c={c:2d}: {row}", flush=True)
             if mode == "batched":
-                result["generate_n16_images_per_s"] = round(asyncio.run(generate(url)), 1)
-                print(f"/generate n=16: {result['generate_n16_images_per_s']} img/s", flush=True)
+                result[mode]["generate"] = generate_load(url, cfg)
+                print(f"batched   /generate: {result[mode]['generate']}", flush=True)
+            result[mode]["memory"] = memory_mib(proc.pid)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_server(proc)
+
+    result["memory"] = {}
+    for name in cfg.memory_settings:
+        precision, _, eager = name.partition("_")
+        proc, url, startup_s = start_server(cfg, cfg.batch_size, precision, not eager)
+        try:
+            detect_load(url, images, 4, Config(requests=8, max_seconds=cfg.max_seconds))
+            result["memory"][name] = {**memory_mib(proc.pid), "startup_s": round(startup_s, 1)}
+            print(f"memory {name}: {result['memory'][name]}", flush=True)
+        finally:
+            stop_server(proc)
+
     top = max(cfg.concurrency)
-    b = next(r for r in result["batched"] if r["concurrency"] == top)["images_per_s"]
-    u = next(r for r in result["unbatched"] if r["concurrency"] == top)["images_per_s"]
+    batched = next(r for r in result["batched"]["detect"] if r["concurrency"] == top)
+    unbatched = next(r for r in result["unbatched"]["detect"] if r["concurrency"] == top)
     result["ratios"] = {
-        f"batched_c{top}_vs_raw": round(b / raw, 3),
-        f"batched_c{top}_vs_unbatched": round(b / u, 2),
+        f"detect_c{top}_vs_raw_model": ratio(batched["images_per_s"], raw["detector_images_per_s"]),
+        f"detect_c{top}_batched_vs_unbatched": ratio(
+            batched["images_per_s"], unbatched["images_per_s"]
+        ),
+        "generate_vs_raw_generator": ratio(
+            result["batched"]["generate"]["images_per_s"], raw["generator_images_per_s"]
+        ),
     }
     print("ratios:", result["ratios"], flush=True)
     if cfg.out:

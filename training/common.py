@@ -1,8 +1,8 @@
-"""Helpers every training program shares: seeding, devices, precision, torchrun, run files."""
+"""Helpers every training program shares: seeding, torchrun, run files (devices and precision:
+:mod:`models.runtime`)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
@@ -17,49 +17,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is an error that says so."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA GPU is visible; use cpu")
-    return device
-
-
-def cpu_has_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels (AVX-512 BF16 / AMX). Without them bf16 autocast
-    is emulated and several times *slower* than fp32 (measured: VGG16 1.5 vs 9.8 img/s on AVX2)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype: ``auto`` is bf16 on CUDA and on CPUs with native bf16, else fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        if device.type == "cuda" or cpu_has_bf16():
-            return torch.bfloat16
-        return torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass(frozen=True)

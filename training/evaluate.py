@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from models.checkpoint import CheckpointError, load_model
+from models.runtime import PRECISIONS, resolve_device, resolve_dtype
 from training.augment import PERTURBATIONS, perturb
-from training.common import PRECISIONS, resolve_device, resolve_dtype, write_json
+from training.common import write_json
 from training.data import SplitConfig, list_images, preload
 from training.metrics import binary_report, nan_to_none, roc_auc, roc_curve
 from training.train_detector import detector_sets, predict_logits, sigmoid

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from models.checkpoint import load_model
 from models.preprocessing import images_to_bytes
-from training.common import PRECISIONS, autocast, resolve_device, resolve_dtype, write_json
+from models.runtime import PRECISIONS, autocast, resolve_device, resolve_dtype
+from training.common import write_json
 
 SUFFIX = {"png": ".png", "jpeg": ".jpg"}
 

@@ -47,16 +47,13 @@ from tqdm import tqdm
 from models.checkpoint import load_state, save_model, save_state, unwrap
 from models.detector import Detector, DetectorConfig, load_imagenet_weights
 from models.preprocessing import PreprocessConfig, normalize
+from models.runtime import PRECISIONS, autocast, resolve_device, resolve_dtype
 from training.augment import Augment, AugmentConfig
 from training.common import (
-    PRECISIONS,
     CsvLog,
     Dist,
-    autocast,
     close_distributed,
     init_distributed,
-    resolve_device,
-    resolve_dtype,
     seed_everything,
     write_json,
 )

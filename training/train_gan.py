@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from models.checkpoint import CheckpointError, load_state, save_model, save_state, unwrap
 from models.preprocessing import GAN_MEAN, GAN_STD, PreprocessConfig, normalize, to_uint8
+from models.runtime import PRECISIONS, autocast, resolve_device, resolve_dtype
 from models.sngan import (
     SUPPORTED_SIZES,
     Discriminator,
@@ -42,14 +43,10 @@ from models.sngan import (
     GeneratorConfig,
 )
 from training.common import (
-    PRECISIONS,
     CsvLog,
     Dist,
-    autocast,
     close_distributed,
     init_distributed,
-    resolve_device,
-    resolve_dtype,
     seed_everything,
     write_json,
 )

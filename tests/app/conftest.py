@@ -98,6 +98,7 @@ def make_settings(checkpoints: Checkpoints) -> Callable[..., Settings]:
             "generator_path": checkpoints.generator,
             "device": "cpu",
             "precision": "fp32",
+            "compile": False,  # minutes of compilation per app; test_fast_path.py compiles
             "max_batch_size": 8,
             "max_wait_ms": 10,
             "decode_threads": 2,

@@ -14,15 +14,10 @@ from PIL import Image
 from pydantic import ValidationError
 
 from app.main import create_app
-from app.runners import (
-    GenerateItem,
-    GeneratorRunner,
-    cpu_has_bf16,
-    resolve_device,
-    resolve_dtype,
-)
+from app.runners import GenerateItem, GeneratorRunner
 from app.settings import Settings
 from models.checkpoint import CheckpointError
+from models.runtime import InferenceOptions, cpu_has_bf16, resolve_device, resolve_dtype
 from tests.app.conftest import Checkpoints, running_app
 
 
@@ -53,18 +48,28 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"DERMAFAKE_{name}")
     with pytest.raises(ValidationError, match="max_queue_size"):
         Settings(max_files=10, max_queue_size=4)
+    with pytest.raises(ValidationError, match="batch_buckets"):
+        Settings(max_batch_size=16, batch_buckets=[1, 8])  # 16 would compile under load
+
+
+def test_buckets_follow_compile_and_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(max_batch_size=16).buckets == (1, 2, 4, 8, 16)
+    assert Settings(max_batch_size=12).buckets == (1, 2, 4, 8, 12)
+    assert Settings(max_batch_size=16, compile=False).buckets == ()  # eager takes any shape
+    monkeypatch.setenv("DERMAFAKE_BATCH_BUCKETS", "[16, 4, 4]")
+    assert Settings().buckets == (4, 16)
 
 
 def test_device_and_dtype_resolution() -> None:
     cpu = torch.device("cpu")
     assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
-    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     assert resolve_dtype("fp32", cpu) == torch.float32
     assert resolve_dtype("bf16", cpu) == torch.bfloat16
     assert resolve_device("cpu") == cpu
     if not torch.cuda.is_available():
         assert resolve_device("auto") == cpu
-        with pytest.raises(RuntimeError, match="no CUDA device"):
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
             resolve_device("cuda")
 
 
@@ -91,21 +96,23 @@ def _pixels(data: bytes) -> np.ndarray:
 
 
 def test_generator_images_do_not_depend_on_their_batch(checkpoints: Checkpoints) -> None:
-    runner = GeneratorRunner.from_checkpoint(
-        checkpoints.generator, torch.device("cpu"), torch.float32, channels_last=True
-    )
+    options = InferenceOptions(torch.device("cpu"), channels_last=True)
+    runner = GeneratorRunner.from_checkpoint(checkpoints.generator, options)
     batch = runner([GenerateItem(seed=s) for s in (11, 12, 13)])
     alone = runner([GenerateItem(seed=12)])
     assert np.abs(_pixels(batch[1]) - _pixels(alone[0])).max() <= 1
     assert not np.array_equal(_pixels(batch[0]), _pixels(batch[1]))
 
 
-def test_bf16_autocast_stays_close_to_fp32(checkpoints: Checkpoints) -> None:
+def test_bf16_weights_stay_close_to_fp32(checkpoints: Checkpoints) -> None:
     """The precision knob changes the arithmetic, not the picture (small generator: cheap)."""
     items = [GenerateItem(seed=5)]
     device = torch.device("cpu")
-    fp32 = GeneratorRunner.from_checkpoint(checkpoints.generator, device, torch.float32, False)
-    bf16 = GeneratorRunner.from_checkpoint(checkpoints.generator, device, torch.bfloat16, False)
+    fp32 = GeneratorRunner.from_checkpoint(checkpoints.generator, InferenceOptions(device))
+    bf16 = GeneratorRunner.from_checkpoint(
+        checkpoints.generator, InferenceOptions(device, torch.bfloat16)
+    )
+    assert all(p.dtype == torch.bfloat16 for p in bf16.model.parameters())
     diff = np.abs(_pixels(fp32(items)[0]) - _pixels(bf16(items)[0]))
     assert diff.mean() < 3 and diff.max() < 40
     assert bf16.info()["dtype"] == "bf16"

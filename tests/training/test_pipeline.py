@@ -84,7 +84,7 @@ def test_second_run_skips_and_a_changed_stage_reruns_downstream(
 
 @pytest.mark.anyio
 async def test_service_serves_the_pipeline_artifacts(artifacts: Path, ham_dir: Path) -> None:
-    settings = Settings(artifacts_dir=artifacts, device="cpu", precision="fp32")
+    settings = Settings(artifacts_dir=artifacts, device="cpu", precision="fp32", compile=False)
     image = next((ham_dir / "images").glob("*.jpg")).read_bytes()
     async with running_app(settings) as (_, client):
         assert (await client.get("/readyz")).status_code == 200
