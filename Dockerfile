@@ -26,11 +26,13 @@ RUN /opt/venv/bin/pip install . \
 FROM ${BASE_IMAGE} AS runtime
 ENV DEBIAN_FRONTEND=noninteractive
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# torch.compile (DERMAFAKE_COMPILE, on by default) builds kernels at start-up: inductor needs a
+# C++ compiler and the Python headers on CPU, Triton a C compiler on CUDA. Without them the
+# service falls back to eager, slower, and logs why.
 # hadolint ignore=DL3008
-RUN if ! command -v python3 >/dev/null 2>&1; then \
-        apt-get update && apt-get install -y --no-install-recommends python3 \
-        && rm -rf /var/lib/apt/lists/*; \
-    fi \
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-dev g++ \
+    && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --create-home --shell /usr/sbin/nologin dermafake \
     && mkdir -p /artifacts /data \
     && chown dermafake:dermafake /artifacts
@@ -45,6 +47,6 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /home/dermafake
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 CMD ["python", "-m", "app"]

@@ -9,10 +9,11 @@ reports ready, so no request ever waits for a compilation.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from models.runtime import (
 )
 
 DEFAULT_THRESHOLD = 0.5
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Runner:
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, options: InferenceOptions, buckets: Sequence[int] = ()
-    ) -> Runner:
+    ) -> Self:
         model, meta = load_model(path, cls.kind)
         return cls(model, meta, options, buckets)
 
@@ -94,9 +96,30 @@ class Runner:
         }
 
     def warmup(self) -> None:
-        """One forward per bucket (each compiles its graph when compiled), else one of size 1."""
-        for n in self.buckets or (1,):
-            self(self.example(n))
+        """One forward per bucket (each compiles its graph when compiled), else one of size 1.
+
+        If compilation fails (typically no C++ compiler or Python headers for inductor on CPU,
+        or no C compiler for Triton on CUDA), the runner falls back to the eager model and says
+        so loudly: a slower service beats no service, and ``/v1/models`` shows ``compile``.
+        """
+        try:
+            for n in self.buckets or (1,):
+                self(self.example(n))
+        except Exception as error:
+            if not self.options.compile:
+                raise
+            logger.error(
+                "%s: torch.compile failed (%s: %s); serving the eager model instead. Install a "
+                "C++ compiler and the Python headers (g++, python3-dev) for compiled speed, or "
+                "set DERMAFAKE_COMPILE=false to skip the attempt.",
+                self.kind,
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
+            self.model = self.model._orig_mod  # the eager module torch.compile wrapped
+            self.options = replace(self.options, compile=False)
+            self.buckets = ()
+            self(self.example(1))
 
     def example(self, n: int) -> list[Any]:
         raise NotImplementedError

@@ -97,7 +97,7 @@ class Services:
             generator.version,
             device,
             dtype_name(dtype),
-            settings.compile,
+            detector.options.compile,
         )
         return services
 

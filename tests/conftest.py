@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.app.conftest import Checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,3 +41,12 @@ def clinic_photos(shared_data: Path) -> list[Path]:
     if not photos:
         pytest.skip(f"no clinic photos in {shared_data / 'isic-uda1-originals'}")
     return photos
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
+    """The small SNGAN generator and the real VGG16 detector the service tests and the
+    benchmark tests load, written by the project's own code (tests/app/conftest.py)."""
+    from tests.app.conftest import write_checkpoints
+
+    return write_checkpoints(tmp_path_factory.mktemp("checkpoints"))

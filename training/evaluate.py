@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.checkpoint import CheckpointError, load_model
+from models.checkpoint import CheckpointError, CheckpointMeta, load_model
 from models.runtime import PRECISIONS, resolve_device, resolve_dtype
 from training.augment import PERTURBATIONS, perturb
 from training.common import write_json
 from training.data import SplitConfig, list_images, preload
 from training.metrics import binary_report, nan_to_none, roc_auc, roc_curve
-from training.train_detector import detector_sets, predict_logits, sigmoid
+from training.train_detector import DetectorData, detector_sets, predict_logits, sigmoid
 
 # Abbasi et al. 2024, VGG16 detector on SNGAN-generated vs real HAM10000 lesions (test set).
 PAPER = {"accuracy": 0.9982, "sensitivity": 0.9965, "specificity": 0.9995, "f1": 0.9980}
@@ -76,6 +76,26 @@ def _score(model, images, meta, device, dtype, cfg: EvalConfig, desc: str) -> np
     return sigmoid(logits)
 
 
+def held_out_test(
+    meta: CheckpointMeta, data: Path, synthetic: Path, limit: int = 0, seed: int = 0
+) -> DetectorData:
+    """The test images the checkpoint never saw: the lesion-level split and the synthetic split
+    recorded in its metadata, rebuilt from the same folders."""
+    extra = meta.extra or {}
+    split_info = extra.get("split", {})
+    split = SplitConfig(
+        dict(split_info["fractions"]) if "fractions" in split_info else SplitConfig().fractions,
+        int(split_info.get("seed", 0)),
+    )
+    syn_fractions = tuple(extra.get("synthetic_split", {}).get("fractions", (0.7, 0.15, 0.15)))
+    test = detector_sets(data, synthetic, split, syn_fractions, {"test": limit}, seed)["test"]
+    if not test.real or not test.synthetic:
+        raise ValueError(
+            f"test set has {len(test.real)} real and {len(test.synthetic)} synthetic images"
+        )
+    return test
+
+
 def main(cfg: EvalConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.precision, device)
@@ -87,23 +107,10 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     if meta.threshold is None:
         raise CheckpointError(f"{cfg.checkpoint} has no decision threshold in its metadata")
     threshold = float(meta.threshold)
-    extra = meta.extra or {}
-    split_info = extra.get("split", {})
-    split = SplitConfig(
-        dict(split_info["fractions"]) if "fractions" in split_info else SplitConfig().fractions,
-        int(split_info.get("seed", 0)),
-    )
-    syn_fractions = tuple(extra.get("synthetic_split", {}).get("fractions", (0.7, 0.15, 0.15)))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg)
-    test = detector_sets(
-        cfg.data, cfg.synthetic, split, syn_fractions, {"test": cfg.limit}, cfg.seed
-    )["test"]
-    if not test.real or not test.synthetic:
-        raise ValueError(
-            f"test set has {len(test.real)} real and {len(test.synthetic)} synthetic images"
-        )
+    test = held_out_test(meta, cfg.data, cfg.synthetic, cfg.limit, cfg.seed)
     pre = meta.preprocess_config
     images = torch.cat(
         [

@@ -69,6 +69,8 @@ class ModelInfo(BaseModel):
     device: str
     dtype: str
     channels_last: bool
+    compile: bool
+    batch_buckets: list[int]  # batch sizes compiled at start-up; empty when not compiled
 
 
 class ModelList(BaseModel):

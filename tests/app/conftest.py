@@ -41,10 +41,9 @@ class Checkpoints:
     generator: Path
 
 
-@pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
-    """Written once per session: the VGG16 file is ~640 MB and takes seconds to hash."""
-    root = tmp_path_factory.mktemp("checkpoints")
+def write_checkpoints(root: Path) -> Checkpoints:
+    """Both test checkpoints under ``root`` (the ``checkpoints`` fixture in tests/conftest.py
+    calls this once per session: the VGG16 file is ~640 MB and takes seconds to hash)."""
     torch.manual_seed(0)
     generator_path = _train_generator(root / "gan")
     if generator_path is None:  # no HAM10000 here: an untrained generator, same file format

@@ -81,6 +81,11 @@ def test_real_server_detects_a_clinic_photo_and_generates(
     photo = clinic_photos[0]
     with httpx.Client(base_url=server, timeout=60) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
+        models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        # The default path: compiled, one graph per bucket up to max_batch_size, built before
+        # /readyz answered (the fixture waited for it).
+        assert models["detector"]["compile"] is True
+        assert models["detector"]["batch_buckets"] == [1, 2, 4]
         response = client.post(
             "/detect", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}
         )

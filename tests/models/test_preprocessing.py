@@ -19,7 +19,9 @@ from models.preprocessing import (
     load_uint8,
     normalize,
     preprocess,
+    square_resize,
     to_uint8,
+    to_uint8_tensor,
 )
 
 CFG = PreprocessConfig(image_size=128)
@@ -57,6 +59,24 @@ def test_full_size_clinic_photo(clinic_photos: list[Path]) -> None:
     u8 = load_uint8(biggest, CFG)
     assert u8.shape == (3, 128, 128) and u8.dtype == torch.uint8
     assert 10 < u8.float().mean() < 245  # a photo, not a blank
+
+
+def test_large_jpegs_decode_at_reduced_scale_small_ones_exactly(
+    clinic_photos: list[Path], ham_dir: Path
+) -> None:
+    """DCT-domain downscaling of big uploads, never below 2x the model size; the training
+    images (HAM10000, 200x150) take exactly the full-decode path."""
+    photo = clinic_photos[0]
+    assert min(Image.open(photo).size) >= 4 * CFG.image_size  # big enough to be reduced
+    assert min(load_rgb(photo, min_side=2 * CFG.image_size).size) >= 2 * CFG.image_size
+    assert load_rgb(photo, min_side=2 * CFG.image_size).size < load_rgb(photo).size
+    full = square_resize(load_rgb(photo), CFG)
+    fast = load_uint8(photo, CFG)
+    diff = np.abs(np.asarray(full, dtype=np.int16) - fast.permute(1, 2, 0).numpy().astype(np.int16))
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) < 12  # the same picture
+    ham = next((ham_dir / "images").glob("*.jpg"))
+    exact = to_uint8_tensor(square_resize(load_rgb(ham), CFG))
+    assert torch.equal(load_uint8(ham, CFG), exact)
 
 
 def test_center_square_crop_keeps_middle() -> None:

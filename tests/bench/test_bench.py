@@ -1,0 +1,57 @@
+"""The benchmarks run end to end on tiny settings and report what docs/BENCHMARKS.md quotes.
+
+No timing is asserted (timings belong in the benchmark output, not in a pass/fail); these check
+that every measurement happened, was bounded, and that the ratios are computed from them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import model_speed, service_speed
+from tests.app.conftest import Checkpoints, image_bytes
+
+
+def test_model_speed_measures_every_setting_and_batch(tmp_path: Path) -> None:
+    out = tmp_path / "model.json"
+    args = ["--model", "generator", "--image-size", "32", "--batch-sizes", "1", "3"]
+    args += ["--settings", "fp32", "fp32_cl", "--seconds", "0.05", "--out", str(out)]
+    rows = model_speed.main(model_speed.parse_args(args))
+    result = json.loads(out.read_text())
+    assert [(r["setting"], r["batch"]) for r in result["rows"]] == [
+        ("fp32", 1),
+        ("fp32", 3),
+        ("fp32_cl", 1),
+        ("fp32_cl", 3),
+    ]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert all(r["ratio_vs_fp32"] == 1.0 for r in rows if r["setting"] == "fp32")
+    assert result["machine"]["threads"] >= 1 and result["machine"]["torch"]
+
+
+def test_service_speed_runs_the_real_server_batched_and_unbatched(
+    checkpoints: Checkpoints, tmp_path: Path
+) -> None:
+    images = tmp_path / "uploads"
+    images.mkdir()
+    for i in range(3):
+        (images / f"{i}.png").write_bytes(image_bytes(seed=i))
+    out = tmp_path / "service.json"
+    args = ["--detector", str(checkpoints.detector), "--generator", str(checkpoints.generator)]
+    args += ["--images", str(images), "--concurrency", "1", "4", "--requests", "6"]
+    args += ["--batch-size", "4", "--generate-n", "2", "--no-compile", "--raw-seconds", "0.1"]
+    args += ["--memory-settings", "fp32_eager", "--precision", "fp32", "--out", str(out)]
+    service_speed.main(service_speed.parse_args(args))
+    result = json.loads(out.read_text())
+    for mode in ("batched", "unbatched"):
+        assert [r["concurrency"] for r in result[mode]["detect"]] == [1, 4]
+        assert all(r["requests"] == 6 for r in result[mode]["detect"])  # the bound, all served
+        assert result[mode]["memory"]["rss_mib"] > 0
+    assert result["batched"]["generate"]["n"] == 2
+    assert set(result["memory"]) == {"fp32_eager"}
+    top = result["batched"]["detect"][-1]["images_per_s"]
+    raw = result["raw"]["detector_images_per_s"]
+    assert result["ratios"]["detect_c4_vs_raw_model"] == pytest.approx(top / raw, rel=0.02)
