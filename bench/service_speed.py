@@ -31,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.runners import DetectorRunner, GenerateItem, GeneratorRunner, Runner
 from bench.machine import describe
@@ -48,6 +49,7 @@ class Config:
     requests: int = 96
     max_seconds: float = 120.0
     batch_size: int = 16
+    max_wait_ms: float | None = None
     generate_n: int = 16
     precision: str = "auto"
     compile: bool = True
@@ -75,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     a("--requests", type=int, default=Config.requests, help="requests per measurement (bound)")
     a("--max-seconds", type=float, default=Config.max_seconds, help="time bound per measurement")
     a("--batch-size", type=int, default=Config.batch_size, help="service max_batch_size when on")
+    a("--max-wait-ms", type=float, default=None, help="service max_wait_ms (default: its own)")
     a("--generate-n", type=int, default=Config.generate_n, help="images per /generate request")
     a("--precision", default="auto", help="auto, fp32, bf16 or fp16 (as DERMAFAKE_PRECISION)")
     a("--no-compile", dest="compile", action="store_false", help="serve eager, not compiled")
@@ -152,6 +155,8 @@ def start_server(
         DERMAFAKE_REQUEST_TIMEOUT_S="600",
         DERMAFAKE_LOG_LEVEL="warning",
     )
+    if cfg.max_wait_ms is not None:
+        env["DERMAFAKE_MAX_WAIT_MS"] = str(cfg.max_wait_ms)
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "app"], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -223,13 +228,33 @@ async def bounded_load(
     return latencies, time.perf_counter() - start
 
 
+def detector_batches(url: str) -> tuple[float, float]:
+    """(forward passes, images) so far, from the service's own batch-size histogram."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    values = {"_count": 0.0, "_sum": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("model") == "detector":
+                for suffix in values:
+                    if sample.name == "dermafake_batch_size" + suffix:
+                        values[suffix] = sample.value
+    return values["_count"], values["_sum"]
+
+
 def detect_load(url: str, images: list[bytes], concurrency: int, cfg: Config) -> dict:
     def send(client: httpx.AsyncClient, i: int) -> object:
         files = {"file": (f"{i}.jpg", images[i % len(images)])}
         return client.post(url + "/detect", files=files)
 
+    forwards, served = detector_batches(url)
     lat, elapsed = asyncio.run(bounded_load(send, concurrency, cfg.requests, cfg.max_seconds))
-    return {"concurrency": concurrency, **summarise(lat, elapsed, 1)}
+    forwards_after, served_after = detector_batches(url)
+    mean_batch = (served_after - served) / max(forwards_after - forwards, 1)
+    return {
+        "concurrency": concurrency,
+        **summarise(lat, elapsed, 1),
+        "mean_batch": round(mean_batch, 2),
+    }
 
 
 def generate_load(url: str, cfg: Config) -> dict:
