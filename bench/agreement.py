@@ -13,7 +13,6 @@ Prints and writes verdict agreement, the largest probability difference and each
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from app.runners import DetectorRunner
 from bench.machine import describe
 from models.checkpoint import read_meta
 from models.runtime import DTYPES, InferenceOptions, bucket_sizes, resolve_device
+from training.common import write_json
 from training.data import preload
 from training.evaluate import held_out_test
 
@@ -121,8 +121,7 @@ def main(cfg: Config) -> dict:
         }
         print(f"{name}: {result['paths'][name]}", flush=True)
     if cfg.out:
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(cfg.out, result)
     return result
 
 

@@ -12,7 +12,6 @@ ratios are comparable. Writes JSON; prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from models.runtime import (
     to_input,
 )
 from models.sngan import Generator, GeneratorConfig
+from training.common import write_json
 
 
 @dataclass
@@ -126,8 +126,7 @@ def main(config: Config) -> list[dict]:
         "rows": rows,
     }
     if config.out:
-        config.out.parent.mkdir(parents=True, exist_ok=True)
-        config.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(config.out, result)
     return rows
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import statistics
@@ -37,6 +36,7 @@ from app.runners import DetectorRunner, GenerateItem, GeneratorRunner, Runner
 from bench.machine import describe
 from models.preprocessing import load_uint8, normalize
 from models.runtime import InferenceOptions, bucket_sizes, resolve_device, resolve_dtype
+from training.common import write_json
 
 
 @dataclass
@@ -326,8 +326,7 @@ def main(cfg: Config) -> dict:
     }
     print("ratios:", result["ratios"], flush=True)
     if cfg.out:
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(cfg.out, result)
     return result
 
 

@@ -32,12 +32,18 @@ podman rm -f dermafake-smoke >/dev/null 2>&1 || true
 podman run -d --name dermafake-smoke -p "127.0.0.1:$port:8000" \
   -v "$artifacts:/artifacts:ro" -e DERMAFAKE_DEVICE=cpu dermafake:latest >/dev/null
 trap 'podman rm -f dermafake-smoke >/dev/null 2>&1 || true' EXIT
-for _ in $(seq 1 120); do
+start=$SECONDS
+for _ in $(seq 1 300); do  # loading + compiling every batch bucket (no inductor cache yet)
   curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
   sleep 2
 done
+echo "== ready after $((SECONDS - start)) s"
 echo "== uid inside: $(podman exec dermafake-smoke id -u)"
 echo "== /readyz";   curl -fsS "http://127.0.0.1:$port/readyz"; echo
+echo "== served as (compiled inside the container needs its g++ and Python headers):"
+curl -fsS "http://127.0.0.1:$port/v1/models" | python3 -c 'import json, sys
+for m in json.load(sys.stdin)["models"]:
+    print(m["name"], m["dtype"], "compile", m["compile"], "buckets", m["batch_buckets"])'
 images=("$data"/images/*.jpg); image=${images[0]}
 echo "== /detect $(basename "$image")"
 curl -fsS -F "file=@$image" "http://127.0.0.1:$port/detect"; echo

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch._dynamo
-import torch._inductor.config
 
 from app.runners import DetectorRunner, GenerateItem, GeneratorRunner
 from app.settings import Settings
@@ -91,20 +90,3 @@ def test_bf16_weights_agree_where_the_verdict_is_not_a_coin_flip(
     agreement, _ = compare(*zip(*clear, strict=True), reference.threshold)
     print(f"bf16: max |dp| {max_diff:.2e}; agreement beyond +-{margin}: {agreement:.4f}")
     assert max_diff < margin and agreement == 1.0 and len(clear) > len(want) // 2
-
-
-def test_a_failed_compilation_falls_back_to_eager(
-    checkpoints: Checkpoints, caplog: pytest.LogCaptureFixture
-) -> None:
-    """No usable C++ compiler (a slim container): the service still starts, eager, and says so."""
-    options = InferenceOptions(CPU, channels_last=True, compile=True)
-    runner = DetectorRunner.from_checkpoint(checkpoints.detector, options, (1, 2))
-    broken = {"cpp.cxx": (None, "/nonexistent/g++"), "fx_graph_cache": False}
-    with torch._inductor.config.patch(broken):
-        runner.warmup()
-    assert runner.options.compile is False and runner.buckets == ()
-    assert runner.info()["compile"] is False
-    assert "torch.compile failed" in caplog.text and "DERMAFAKE_COMPILE=false" in caplog.text
-    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
-    eager = DetectorRunner.from_checkpoint(checkpoints.detector, InferenceOptions(CPU))
-    assert abs(runner([image])[0] - eager([image])[0]) < 1e-4

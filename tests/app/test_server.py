@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,8 +27,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(checkpoints: Checkpoints, tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def serving(checkpoints: Checkpoints, log_path: Path, **env_extra: str) -> Iterator[str]:
+    """``python -m app`` with the test checkpoints, until /readyz says ready; stopped by SIGTERM
+    at the end, which must shut it down cleanly."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DERMAFAKE_")}
     env.update(
@@ -39,7 +42,8 @@ def server(checkpoints: Checkpoints, tmp_path: Path) -> Iterator[str]:
         DERMAFAKE_MAX_BATCH_SIZE="4",
         DERMAFAKE_LOG_LEVEL="warning",
     )
-    log = (tmp_path / "server.log").open("w+")
+    env.update(env_extra)
+    log = log_path.open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
     )
@@ -75,6 +79,12 @@ def server(checkpoints: Checkpoints, tmp_path: Path) -> Iterator[str]:
     assert "Traceback" not in output, output
 
 
+@pytest.fixture
+def server(checkpoints: Checkpoints, tmp_path: Path) -> Iterator[str]:
+    with serving(checkpoints, tmp_path / "server.log") as base:
+        yield base
+
+
 def test_real_server_detects_a_clinic_photo_and_generates(
     server: str, clinic_photos: list[Path]
 ) -> None:
@@ -102,3 +112,25 @@ def test_real_server_detects_a_clinic_photo_and_generates(
         assert 'dermafake_requests_total{endpoint="/detect",method="POST",status="200"} 1.0' in (
             metrics
         )
+
+
+def test_without_a_compiler_the_server_falls_back_to_eager_and_says_so(
+    checkpoints: Checkpoints, tmp_path: Path, clinic_photos: list[Path]
+) -> None:
+    """A slim image without g++: compilation fails at warm-up, the service still comes up, serves
+    eager, reports ``compile: false`` and logs what to install (a fresh inductor cache, so
+    nothing compiled earlier can be reused)."""
+    log = tmp_path / "server.log"
+    env = {"CXX": "/nonexistent/g++", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    with (
+        serving(checkpoints, log, **env) as base,
+        httpx.Client(base_url=base, timeout=60) as client,
+    ):
+        models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert models["detector"]["compile"] is False
+        assert models["detector"]["batch_buckets"] == []
+        photo = clinic_photos[0]
+        response = client.post("/detect", files={"file": (photo.name, photo.read_bytes())})
+        assert response.status_code == 200, response.text
+    text = log.read_text()
+    assert "torch.compile failed" in text and "g++" in text and "DERMAFAKE_COMPILE=false" in text
