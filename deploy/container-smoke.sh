@@ -35,6 +35,10 @@ trap 'podman rm -f dermafake-smoke >/dev/null 2>&1 || true' EXIT
 start=$SECONDS
 for _ in $(seq 1 300); do  # loading + compiling every batch bucket (no inductor cache yet)
   curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  if [ "$(podman inspect -f '{{.State.Running}}' dermafake-smoke)" != true ]; then
+    echo "== the container exited during start-up:"; podman logs dermafake-smoke 2>&1 | tail -20
+    exit 1
+  fi
   sleep 2
 done
 echo "== ready after $((SECONDS - start)) s"
