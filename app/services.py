@@ -64,6 +64,7 @@ class Services:
                 name=name,
                 max_batch_size=settings.max_batch_size,
                 max_wait_s=settings.max_wait_ms / 1000,
+                max_busy_wait_s=settings.max_busy_wait_ms / 1000,
                 max_queue_size=settings.max_queue_size,
                 timeout_s=settings.request_timeout_s,
                 retry_after_s=settings.retry_after_s,

@@ -43,7 +43,8 @@ class Settings(BaseSettings):
 
     # Dynamic batching, per model. Queue sizes count images, not requests.
     max_batch_size: int = Field(16, ge=1)
-    max_wait_ms: float = Field(5.0, ge=0)
+    max_wait_ms: float = Field(5.0, ge=0)  # after a batch of one: a lone client barely waits
+    max_busy_wait_ms: float = Field(100.0, ge=0)  # after a batch of several (see batching.py)
     max_queue_size: int = Field(128, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)
     retry_after_s: int = Field(1, ge=0)

@@ -202,3 +202,43 @@ async def test_a_failing_observer_does_not_stop_the_loop() -> None:
         assert await b.submit(2) == 20
     finally:
         await b.stop()
+
+
+async def _rounds(b: Batcher, rounds: list[list[int]], gap_s: float) -> None:
+    """Each round's items submitted together; the next round ``gap_s`` after the previous one
+    was submitted (not answered), like clients whose requests arrive a round trip apart."""
+    tasks = []
+    for items in rounds:
+        tasks += [asyncio.ensure_future(b.submit(i)) for i in items]
+        await asyncio.sleep(gap_s)
+    await asyncio.gather(*tasks)
+
+
+async def test_after_a_busy_batch_the_next_waits_for_stragglers() -> None:
+    """Concurrent clients: once a batch had several items, the next one waits up to
+    max_busy_wait_s, so requests a round trip apart share a batch instead of alternating."""
+    gate = threading.Event()
+    fn = Recorder(gate=gate)
+    b = await _started(fn, max_batch_size=8, max_wait_s=0.001, max_busy_wait_s=2.0)
+    try:
+        first = asyncio.gather(*(b.submit(i) for i in (0, 1, 2)))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first  # a batch of three: the batcher now expects company
+        await _rounds(b, [[3], [4], [5]], gap_s=0.2)
+    finally:
+        await b.stop()
+    assert fn.batches == [[0, 1, 2], [3, 4, 5]]
+
+
+async def test_a_lone_client_is_not_kept_waiting() -> None:
+    """The control: after batches of one, the same arrivals 0.2 s apart run one by one, even
+    with a long busy wait configured."""
+    fn = Recorder()
+    b = await _started(fn, max_batch_size=8, max_wait_s=0.001, max_busy_wait_s=2.0)
+    try:
+        await b.submit(0)
+        await _rounds(b, [[3], [4], [5]], gap_s=0.2)
+    finally:
+        await b.stop()
+    assert fn.batches == [[0], [3], [4], [5]]
