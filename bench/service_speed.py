@@ -2,7 +2,8 @@
 the same run.
 
 1. Raw: the detector (batch ``--batch-size``) and the generator (n=16) alone, prepared exactly as
-   the service prepares them (same precision, layout, compilation), no HTTP, no decoding.
+   the service prepares them (same precision, layout, compilation), no HTTP, no decoding;
+   measured before and after the HTTP runs, the ratios use the mean.
 2. ``python -m app`` on a free loopback port with batching on, then with ``max_batch_size=1``
    (one forward per request): a bounded number of ``/detect`` requests at each concurrency (p50,
    p99, images/s), and ``/generate?n=16`` with the same bound.
@@ -102,8 +103,9 @@ def timed(fn: Callable[[], object], seconds: float, items: int) -> float:
     return n * items / (time.perf_counter() - start)
 
 
-def raw_throughput(cfg: Config, images: list[bytes]) -> dict[str, float]:
-    """The models alone, prepared by the service's own runners with the service's options."""
+def raw_models(cfg: Config, images: list[bytes]) -> Callable[[], dict[str, float]]:
+    """A measurement of the models alone, prepared (and compiled) once by the service's own
+    runners with the service's options; call it before and after the HTTP runs."""
     device = resolve_device("auto")
     options = InferenceOptions(
         device, resolve_dtype(cfg.precision, device), channels_last=True, compile=cfg.compile
@@ -119,15 +121,18 @@ def raw_throughput(cfg: Config, images: list[bytes]) -> dict[str, float]:
     def run(runner: Runner, inputs: torch.Tensor) -> Callable[[], None]:
         return lambda: (runner.forward(inputs), sync())
 
-    return {
-        "detector_images_per_s": timed(run(detector, x), cfg.raw_seconds, cfg.batch_size),
-        "generator_images_per_s": timed(run(generator, z), cfg.raw_seconds, cfg.generate_n),
-        "generator_with_png_images_per_s": timed(
-            lambda: generator([GenerateItem(s) for s in range(cfg.generate_n)]),
-            cfg.raw_seconds,
-            cfg.generate_n,
-        ),
-    }
+    def measure() -> dict[str, float]:
+        return {
+            "detector_images_per_s": timed(run(detector, x), cfg.raw_seconds, cfg.batch_size),
+            "generator_images_per_s": timed(run(generator, z), cfg.raw_seconds, cfg.generate_n),
+            "generator_with_png_images_per_s": timed(
+                lambda: generator([GenerateItem(s) for s in range(cfg.generate_n)]),
+                cfg.raw_seconds,
+                cfg.generate_n,
+            ),
+        }
+
+    return measure
 
 
 def _free_port() -> int:
@@ -282,9 +287,9 @@ def main(cfg: Config) -> dict:
         "machine": describe(device),
         "served_buckets": list(bucket_sizes(cfg.batch_size)) if cfg.compile else [],
     }
-    raw = raw_throughput(cfg, images)
-    result["raw"] = {k: round(v, 2) for k, v in raw.items()}
-    print("raw models:", result["raw"], flush=True)
+    measure_raw = raw_models(cfg, images)
+    raw_before = measure_raw()
+    print("raw models (before):", {k: round(v, 2) for k, v in raw_before.items()}, flush=True)
 
     for mode, bs in (("batched", cfg.batch_size), ("unbatched", 1)):
         proc, url, startup_s = start_server(cfg, bs, cfg.precision, cfg.compile)
@@ -300,6 +305,15 @@ def main(cfg: Config) -> dict:
             result[mode]["memory"] = memory_mib(proc.pid)
         finally:
             stop_server(proc)
+
+    raw_after = measure_raw()
+    print("raw models (after):", {k: round(v, 2) for k, v in raw_after.items()}, flush=True)
+    # The model's speed drifts on a shared machine: the ratios use the mean of both.
+    raw = {k: (raw_before[k] + raw_after[k]) / 2 for k in raw_before}
+    result["raw"] = {k: round(v, 2) for k, v in raw.items()}
+    result["raw_before"] = {k: round(v, 2) for k, v in raw_before.items()}
+    result["raw_after"] = {k: round(v, 2) for k, v in raw_after.items()}
+    del measure_raw
 
     result["memory"] = {}
     for name in cfg.memory_settings:
