@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,7 +63,14 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return Config(**vars(p.parse_args(argv)))
 
 
-def score(runner: DetectorRunner, images: torch.Tensor, sizes: list[int], desc: str) -> np.ndarray:
+def score(
+    runner: DetectorRunner,
+    images: torch.Tensor | Sequence[torch.Tensor],
+    sizes: Sequence[int],
+    desc: str = "scoring",
+) -> np.ndarray:
+    """P(synthetic) per image, fed in batches of ``sizes`` (cycled) as the batcher forms them
+    under varying load, so bucket padding is exercised."""
     out: list[float] = []
     i, k = 0, 0
     with tqdm(total=len(images), desc=desc, leave=False) as bar:

@@ -12,7 +12,6 @@ ratios are comparable. Writes JSON; prints a table.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from bench.machine import describe
+from bench.timing import timed
 from models.detector import Detector
 from models.runtime import (
     DTYPES,
@@ -89,19 +89,9 @@ def build(config: Config, options: InferenceOptions) -> tuple[torch.nn.Module, C
 
 
 def measure(model: torch.nn.Module, x: torch.Tensor, device: torch.device, seconds: float) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     with torch.inference_mode():
-        model(x)  # warm-up (and compilation)
-        model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or n < 2:
-            model(x)
-            n += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-    return n * x.shape[0] / elapsed
+        return timed(lambda: model(x), seconds, x.shape[0], warmup=2, sync=sync)
 
 
 def main(config: Config) -> list[dict]:

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,7 +31,9 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.runners import DetectorRunner, GenerateItem, GeneratorRunner, Runner
+from bench import server
 from bench.machine import describe
+from bench.timing import timed
 from models.preprocessing import load_uint8, normalize
 from models.runtime import InferenceOptions, bucket_sizes, resolve_device, resolve_dtype
 from training.common import write_json
@@ -93,16 +92,6 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return Config(**vars(p.parse_args(argv)))
 
 
-def timed(fn: Callable[[], object], seconds: float, items: int) -> float:
-    """Items/s of ``fn`` over at least ``seconds`` (and 2 calls), after one untimed call."""
-    fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or n < 2:
-        fn()
-        n += 1
-    return n * items / (time.perf_counter() - start)
-
-
 def raw_models(cfg: Config, images: list[bytes]) -> Callable[[], dict[str, float]]:
     """A measurement of the models alone, prepared (and compiled) once by the service's own
     runners with the service's options; call it before and after the HTTP runs."""
@@ -135,23 +124,13 @@ def raw_models(cfg: Config, images: list[bytes]) -> Callable[[], dict[str, float
     return measure
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(
     cfg: Config, batch_size: int, precision: str, compile: bool
 ) -> tuple[subprocess.Popen, str, float]:
     """``python -m app`` as a user would run it; returns once /readyz says ready."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DERMAFAKE_")}
-    env.update(
+    settings = dict(
         DERMAFAKE_DETECTOR_PATH=str(cfg.detector_path),
         DERMAFAKE_GENERATOR_PATH=str(cfg.generator_path),
-        DERMAFAKE_PORT=str(port),
-        DERMAFAKE_HOST="127.0.0.1",
         DERMAFAKE_MAX_BATCH_SIZE=str(batch_size),
         DERMAFAKE_MAX_GENERATE_N=str(cfg.generate_n),
         DERMAFAKE_PRECISION=precision,
@@ -161,31 +140,8 @@ def start_server(
         DERMAFAKE_LOG_LEVEL="warning",
     )
     if cfg.max_wait_ms is not None:
-        env["DERMAFAKE_MAX_WAIT_MS"] = str(cfg.max_wait_ms)
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url, time.perf_counter() - start
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError("the service exited during start-up")
-        time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError("the service did not become ready in 900 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        settings["DERMAFAKE_MAX_WAIT_MS"] = str(cfg.max_wait_ms)
+    return server.start(settings, timeout_s=900)
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -304,7 +260,7 @@ def main(cfg: Config) -> dict:
                 print(f"batched   /generate: {result[mode]['generate']}", flush=True)
             result[mode]["memory"] = memory_mib(proc.pid)
         finally:
-            stop_server(proc)
+            server.stop(proc)
 
     raw_after = measure_raw()
     print("raw models (after):", {k: round(v, 2) for k, v in raw_after.items()}, flush=True)
@@ -324,7 +280,7 @@ def main(cfg: Config) -> dict:
             result["memory"][name] = {**memory_mib(proc.pid), "startup_s": round(startup_s, 1)}
             print(f"memory {name}: {result['memory'][name]}", flush=True)
         finally:
-            stop_server(proc)
+            server.stop(proc)
 
     top = max(cfg.concurrency)
     batched = next(r for r in result["batched"]["detect"] if r["concurrency"] == top)

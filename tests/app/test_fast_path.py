@@ -12,6 +12,7 @@ import torch._dynamo
 
 from app.runners import DetectorRunner, GenerateItem, GeneratorRunner
 from app.settings import Settings
+from bench.agreement import score
 from models.preprocessing import load_uint8
 from models.runtime import InferenceOptions, resolve_device, resolve_dtype
 from tests.app.conftest import Checkpoints
@@ -33,16 +34,6 @@ def test_images(ham_dir: Path, checkpoints: Checkpoints) -> list[torch.Tensor]:
     return real + fake
 
 
-def run_in_batches(runner: DetectorRunner, images: list[torch.Tensor], sizes: list[int]) -> list:
-    """Batches of uneven sizes, as the batcher forms them under varying load."""
-    out, i, k = [], 0, 0
-    while i < len(images):
-        n = sizes[k % len(sizes)]
-        out += runner(images[i : i + n])
-        i, k = i + n, k + 1
-    return out
-
-
 def compare(reference: list[float], fast: list[float], threshold: float) -> tuple[float, float]:
     agree = sum((r >= threshold) == (f >= threshold) for r, f in zip(reference, fast, strict=True))
     return agree / len(reference), max(abs(r - f) for r, f in zip(reference, fast, strict=True))
@@ -61,8 +52,8 @@ def test_served_default_path_agrees_with_fp32_eager(
     fast = DetectorRunner.from_checkpoint(checkpoints.detector, options, settings.buckets)
     fast.warmup()
     with torch._dynamo.config.patch(error_on_recompile=True):  # warm-up compiled every shape
-        got = run_in_batches(fast, test_images, [8, 3, 5, 1, 8, 6, 2, 7])
-    want = run_in_batches(reference, test_images, [8])
+        got = score(fast, test_images, [8, 3, 5, 1, 8, 6, 2, 7])
+    want = score(reference, test_images, [8])
     agreement, max_diff = compare(want, got, reference.threshold)
     print(f"fast path ({options.describe()}): agreement {agreement:.4f}, max |dp| {max_diff:.2e}")
     assert agreement >= 0.999
@@ -80,8 +71,8 @@ def test_bf16_weights_agree_where_the_verdict_is_not_a_coin_flip(
     bf16 = DetectorRunner.from_checkpoint(
         checkpoints.detector, InferenceOptions(CPU, torch.bfloat16, channels_last=True)
     )
-    want = run_in_batches(reference, test_images, [8])
-    got = run_in_batches(bf16, test_images, [8])
+    want = score(reference, test_images, [8])
+    got = score(bf16, test_images, [8])
     _, max_diff = compare(want, got, reference.threshold)
     margin = 0.05
     clear = [

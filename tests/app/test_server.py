@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,67 +10,40 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench import server as app_process
 from tests.app.conftest import Checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 180
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serving(checkpoints: Checkpoints, log_path: Path, **env_extra: str) -> Iterator[str]:
     """``python -m app`` with the test checkpoints, until /readyz says ready; stopped by SIGTERM
     at the end, which must shut it down cleanly."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DERMAFAKE_")}
-    env.update(
+    settings = dict(
         DERMAFAKE_DETECTOR_PATH=str(checkpoints.detector),
         DERMAFAKE_GENERATOR_PATH=str(checkpoints.generator),
-        DERMAFAKE_HOST="127.0.0.1",
-        DERMAFAKE_PORT=str(port),
         DERMAFAKE_DEVICE="cpu",  # precision stays auto: the default path is what gets served
         DERMAFAKE_MAX_BATCH_SIZE="4",
         DERMAFAKE_LOG_LEVEL="warning",
     )
-    env.update(env_extra)
-    log = log_path.open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready within {STARTUP_S} s")
-            time.sleep(0.5)
-        yield base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.seek(0)
-        output = log.read()
-        log.close()
+    with log_path.open("w+") as log:
+        try:
+            proc, base, _ = app_process.start(
+                {**settings, **env_extra}, timeout_s=STARTUP_S, log=log, cwd=REPO
+            )
+        except app_process.ServerStartError as exc:
+            log.seek(0)
+            pytest.fail(f"{exc}:\n{log.read()}")
+        try:
+            yield base
+        finally:
+            returncode = app_process.stop(proc)
+            log.seek(0)
+            output = log.read()
     # uvicorn re-raises SIGTERM after its graceful shutdown; a traceback would mean it failed.
-    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert returncode in (0, -signal.SIGTERM), output
     assert "Traceback" not in output, output
 
 

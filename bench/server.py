@@ -1,0 +1,77 @@
+"""Start and stop ``python -m app`` the way a user runs it, on a free loopback port, configured
+by ``DERMAFAKE_*`` variables only. The HTTP benchmark and the real-server tests share it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+
+class ServerStartError(RuntimeError):
+    """The service exited, or did not say ready in time, during start-up."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(
+    settings: Mapping[str, str],
+    *,
+    timeout_s: float,
+    log: IO[str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[subprocess.Popen, str, float]:
+    """(process, base URL, seconds to ready) once ``/readyz`` answers 200.
+
+    Inherited ``DERMAFAKE_*`` variables are dropped, so only ``settings`` configure it; with
+    ``log`` its stdout and stderr go there. On failure the process is stopped and
+    :class:`ServerStartError` says why.
+    """
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DERMAFAKE_")}
+    env.update(settings, DERMAFAKE_HOST="127.0.0.1", DERMAFAKE_PORT=str(port))
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise ServerStartError(f"server exited with {proc.returncode} during start-up")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url, time.perf_counter() - started
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise ServerStartError(f"server not ready within {timeout_s:g} s")
+        time.sleep(0.5)
+
+
+def stop(proc: subprocess.Popen) -> int:
+    """SIGTERM (uvicorn shuts down gracefully), SIGKILL after 30 s; the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
