@@ -24,16 +24,26 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from models.detector import Detector, DetectorConfig
+from models.npr import NPRConfig, NPRDetector
 from models.preprocessing import PreprocessConfig
 from models.sngan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from models.upsamplers import Autoencoder, UpsamplerConfig
 
 FORMAT = "dermafake/1"
 MODEL_KINDS: dict[str, tuple[type, type[nn.Module]]] = {
     "generator": (GeneratorConfig, Generator),
     "discriminator": (DiscriminatorConfig, Discriminator),
     "detector": (DetectorConfig, Detector),
+    "npr": (NPRConfig, NPRDetector),
+    "autoencoder": (UpsamplerConfig, Autoencoder),
+    "dcgan_generator": (DCGANConfig, DCGANGenerator),
+    "dcgan_discriminator": (DCGANConfig, DCGANDiscriminator),
 }
+# Every kind whose output is one P(synthetic) logit per image: what the service and evaluation
+# accept as "a detector".
+DETECTOR_KINDS = ("detector", "npr")
 _PREFIXES = ("module.", "_orig_mod.")
 
 

@@ -1,8 +1,20 @@
-"""The one image path: bytes/file/PIL -> RGB -> square crop -> model size -> tensor, and back.
+"""The one image path: bytes/file/PIL -> RGB -> model-sized crop -> tensor, and back.
 
 Training, evaluation and the service all call these functions, so a real JPEG photo and a
 generated PNG reach the network through exactly the same steps. The constants
 (:class:`PreprocessConfig`) are saved in every checkpoint and read back from it.
+
+Two ways to reach the model's size (``PreprocessConfig.crop``):
+
+- ``center_square`` (the paper's VGG16): centre square crop, then an antialiased resize.
+- ``native`` (the general detector): no resampling filter at all. Generators leave their trace
+  in how neighbouring pixels relate (upsampling layers); a resize smears it, and a resize that
+  shrinks real photos but enlarges small generated ones hands the model a "sharp = real" cue.
+  So the image is only ever *reduced* by a power of two (JPEG: in the DCT domain while decoding;
+  other formats: 2x2 box averages), to the smallest size whose short side is still at least
+  twice the crop, and then cropped at native resolution. Every source, whatever its format or
+  size, reaches the model at a comparable scale this way: a 200x150 HAM10000 photo is cropped as
+  it is, a 600x450 one is halved first, a 3072x2304 clinic photo is reduced 16x.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ GAN_MEAN = (0.5, 0.5, 0.5)
 GAN_STD = (0.5, 0.5, 0.5)
 DEFAULT_MAX_PIXELS = 50_000_000  # a 8660x5773 photo; far above any dermatoscope
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+CROPS = ("center_square", "native")
 
 ImageSource = bytes | bytearray | memoryview | str | Path | Image.Image
 
@@ -36,7 +49,18 @@ class PreprocessConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
-    crop: str = "center_square"
+    crop: str = "center_square"  # or "native" (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.crop not in CROPS:
+            raise ValueError(f"unknown crop {self.crop!r}; choose one of {CROPS}")
+        if self.image_size < 2:
+            raise ValueError(f"image_size must be >= 2, got {self.image_size}")
+
+    @property
+    def decode_min_side(self) -> int:
+        """The short side a decoder may reduce to (DCT scaling) without losing what we need."""
+        return 2 * self.image_size
 
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
@@ -141,6 +165,39 @@ def square_resize(img: Image.Image, config: PreprocessConfig) -> Image.Image:
     return img
 
 
+def reduce_pow2(img: Image.Image, min_side: int) -> Image.Image:
+    """Halve (2x2 box average) while the short side stays >= ``min_side``: the same reduction a
+    JPEG decoder's DCT scaling gives, for every other format."""
+    factor = 1
+    while min(img.size) // (2 * factor) >= min_side:
+        factor *= 2
+    return img.reduce(factor) if factor > 1 else img
+
+
+def native_crop(img: Image.Image, config: PreprocessConfig, canvas: int = 0) -> Image.Image:
+    """``native`` mode: power-of-two reduction, then a centre square crop of the model size (or
+    of up to ``canvas`` px: training keeps a larger canvas and crops at random inside it). An
+    image smaller than the model input (a thumbnail) is the one case that is enlarged, bicubic
+    on its short side."""
+    size = config.image_size
+    img = reduce_pow2(img, config.decode_min_side)
+    w, h = img.size
+    if min(w, h) < size:
+        scale = size / min(w, h)
+        w, h = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
+    side = min(max(size, canvas), w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return img.crop((left, top, left + side, top + side))
+
+
+def model_pixels(img: Image.Image, config: PreprocessConfig) -> torch.Tensor:
+    """Decoded RGB image -> uint8 (3, S, S) the way ``config`` says (crop mode, size)."""
+    if config.crop == "native":
+        return to_uint8_tensor(native_crop(img, config))
+    return to_uint8_tensor(square_resize(img, config))
+
+
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 tensor (3, H, W)."""
     return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
@@ -152,10 +209,11 @@ def load_uint8(
     """Source -> uint8 tensor (3, S, S): the CPU half of preprocessing (decode, crop, resize).
 
     Large JPEGs are decoded at reduced scale down to no less than 2S per side, so the final
-    antialiased resize still averages at least 2x2 decoded pixels per output pixel.
+    antialiased resize still averages at least 2x2 decoded pixels per output pixel (and the
+    ``native`` crop sees the same power-of-two reduction it applies to other formats).
     """
-    img = load_rgb(source, max_pixels, min_side=2 * config.image_size)
-    return to_uint8_tensor(square_resize(img, config))
+    img = load_rgb(source, max_pixels, min_side=config.decode_min_side)
+    return model_pixels(img, config)
 
 
 def normalize(batch: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:

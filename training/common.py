@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,26 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def infinite_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Index batches over ``range(n)`` forever, reshuffled each epoch, partial batch dropped."""
-    if n < batch_size:
-        raise ValueError(f"batch size {batch_size} is larger than the data ({n} images)")
-    while True:
-        perm = torch.randperm(n, generator=generator)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield perm[i : i + batch_size]
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Indices of batch ``step`` of an endless stream of seeded per-epoch permutations of
+    ``range(n)``: items ``[step*batch_size, (step+1)*batch_size)`` of the stream.
+
+    The one sampler of every training program. A pure function of ``step``, so ``--resume``
+    continues the exact stream without saving sampler state; an epoch's items never repeat
+    within it, and a batch may straddle two epochs (nothing is dropped).
+    """
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"need data and a positive batch size (n={n}, batch={batch_size})")
+    parts, first, end = [], step * batch_size, (step + 1) * batch_size
+    while first < end:
+        epoch, pos = divmod(first, n)
+        take = min(n - pos, end - first)
+        parts.append(_epoch_permutation(n, seed, epoch)[pos : pos + take])
+        first += take
+    return torch.cat(parts)

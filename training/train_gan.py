@@ -45,6 +45,7 @@ from models.sngan import (
 from training.common import (
     CsvLog,
     Dist,
+    batch_indices,
     close_distributed,
     init_distributed,
     seed_everything,
@@ -228,20 +229,6 @@ def random_flips(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     v = torch.rand(n, generator=g, device=x.device) < 0.5
     x = torch.where(h.view(n, 1, 1, 1), x.flip(3), x)
     return torch.where(v.view(n, 1, 1, 1), x.flip(2), x)
-
-
-def batch_indices(k: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Indices of the ``k``-th batch of a shuffled, epoch-wise pass over ``range(n)``.
-
-    A pure function of ``k`` (epoch permutation seeded by ``seed`` and the epoch), so a resumed
-    run draws exactly the batches the uninterrupted run would have drawn.
-    """
-    per_epoch = n // batch_size
-    if per_epoch < 1:
-        raise ValueError(f"batch size {batch_size} is larger than the data ({n} images)")
-    epoch, i = divmod(k, per_epoch)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)[i * batch_size : (i + 1) * batch_size]
 
 
 def weight_digest(*modules: nn.Module) -> str:

@@ -6,6 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from models.checkpoint import (
+    DETECTOR_KINDS,
+    MODEL_KINDS,
     CheckpointError,
     clean_state_dict,
     load_model,
@@ -14,9 +16,12 @@ from models.checkpoint import (
     save_model,
     save_state,
 )
+from models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from models.detector import Detector
+from models.npr import NPRConfig, NPRDetector
 from models.preprocessing import GAN_MEAN, GAN_STD, PreprocessConfig
 from models.sngan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from models.upsamplers import Autoencoder, UpsamplerConfig
 
 GAN_PRE = PreprocessConfig(image_size=32, mean=GAN_MEAN, std=GAN_STD)
 
@@ -132,3 +137,34 @@ def test_training_state_round_trip(tmp_path: Path) -> None:
     assert torch.equal(back["opt"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
     with pytest.raises(CheckpointError, match="no training state"):
         load_state(tmp_path / "absent.pt")
+
+
+NEW_KINDS = {
+    "npr": (NPRDetector(NPRConfig(image_size=32, layers=(1, 2), width=8)), (2, 3, 32, 32)),
+    "autoencoder": (Autoencoder(UpsamplerConfig("pixel_shuffle", 2, width=4)), (2, 3, 24, 32)),
+    "dcgan_generator": (DCGANGenerator(DCGANConfig(32, z_dim=8, g_channels=4)), (2, 8)),
+    "dcgan_discriminator": (DCGANDiscriminator(DCGANConfig(32, d_channels=4)), (2, 3, 32, 32)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NEW_KINDS))
+def test_new_kinds_round_trip(tmp_path: Path, kind: str) -> None:
+    torch.manual_seed(0)
+    model, shape = NEW_KINDS[kind]
+    if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+        with torch.no_grad():
+            model.train()(torch.randn(shape))  # running statistics away from their defaults
+    model.eval()
+    path = tmp_path / f"{kind}.safetensors"
+    meta = save_model(path, model, GAN_PRE, threshold=0.5 if kind in DETECTOR_KINDS else None)
+    loaded, meta2 = load_model(path, kind)
+    assert type(loaded) is type(model) and meta.kind == meta2.kind == kind
+    assert loaded.config == model.config  # tuples survive JSON (which gives lists back)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_detector_kinds_are_registered_and_give_one_logit() -> None:
+    assert set(DETECTOR_KINDS) <= set(MODEL_KINDS) and "npr" in DETECTOR_KINDS
+    assert not {"generator", "autoencoder", "dcgan_generator"} & set(DETECTOR_KINDS)

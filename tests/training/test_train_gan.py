@@ -18,11 +18,10 @@ from PIL import Image
 from models.checkpoint import CheckpointError, load_model, load_state
 from models.sngan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from tests.conftest import REPO
-from training.common import read_csv
+from training.common import batch_indices, read_csv
 from training.train_gan import (
     DIGEST_ENV,
     TrainGanConfig,
-    batch_indices,
     build_run,
     ema_update,
     main,

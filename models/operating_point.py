@@ -1,0 +1,91 @@
+"""A detector's operating point: calibration, decision threshold and the inconclusive band.
+
+Training chooses it on validation images and writes it into the checkpoint's metadata
+(``extra["operating_point"]``); the service and the evaluation read it back from there, so one
+definition of "synthetic", "real" and "inconclusive" holds everywhere.
+
+- ``temperature`` and ``bias`` (Platt scaling; with ``bias = 0`` it is temperature scaling, Guo
+  et al. 2017): ``P(synthetic) = sigmoid(logit / T + bias)``, fitted on validation so that
+  probabilities mean what they say. With T > 0 it never changes the ranking.
+- ``threshold``: on the calibrated probability. With ``criterion="fpr"`` it is the score that
+  ``target_fpr`` of the real validation photos reach, so a real upload is called synthetic at
+  that rate.
+- ``inconclusive_below``: scores in ``[inconclusive_below, threshold)`` are ``inconclusive``
+  rather than ``real``: the next most suspicious real photos (by default those up to twice the
+  target rate) and the fakes that just miss the threshold. Equal to ``threshold`` means no band.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Verdict = Literal["synthetic", "real", "inconclusive"]
+VERDICTS: tuple[Verdict, ...] = ("synthetic", "real", "inconclusive")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    threshold: float = 0.5
+    temperature: float = 1.0
+    bias: float = 0.0
+    inconclusive_below: float | None = None
+    criterion: str = "default"
+    target_fpr: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not math.isfinite(self.bias):
+            raise ValueError(f"bias must be finite, got {self.bias}")
+        if self.inconclusive_below is not None and not (
+            0.0 <= self.inconclusive_below <= self.threshold
+        ):
+            raise ValueError("inconclusive_below must be in [0, threshold]")
+
+    @property
+    def band_low(self) -> float:
+        return self.threshold if self.inconclusive_below is None else self.inconclusive_below
+
+    def probability(self, logit: float) -> float:
+        """Calibrated P(synthetic) for one logit (float64, no overflow)."""
+        z = logit / self.temperature + self.bias
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+    def verdict(self, probability: float) -> Verdict:
+        if probability >= self.threshold:
+            return "synthetic"
+        if probability >= self.band_low:
+            return "inconclusive"
+        return "real"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_metadata(cls, threshold: float | None, extra: dict[str, Any] | None) -> OperatingPoint:
+        """From a checkpoint's ``threshold`` and ``extra``; checkpoints written before operating
+        points existed (the paper's VGG16 runs) get their saved threshold and T = 1."""
+        saved = dict((extra or {}).get("operating_point") or {})
+        if threshold is not None:
+            saved.setdefault("threshold", float(threshold))
+        known = {k: saved[k] for k in cls.__dataclass_fields__ if k in saved}
+        return cls(**known)
+
+
+def overall_verdict(verdicts: list[Verdict]) -> Verdict:
+    """One verdict from several models: synthetic when any model says so (each catches
+    generators the others miss), real only when every model says real, else inconclusive."""
+    if not verdicts:
+        raise ValueError("no verdicts to combine")
+    if "synthetic" in verdicts:
+        return "synthetic"
+    if all(v == "real" for v in verdicts):
+        return "real"
+    return "inconclusive"

@@ -1,0 +1,147 @@
+import math
+
+import numpy as np
+import pytest
+
+from models.operating_point import VERDICTS, OperatingPoint, overall_verdict
+
+
+def _below(x: float) -> float:
+    """The largest float strictly below ``x``."""
+    return float(np.nextafter(x, -np.inf))
+
+
+def test_verdicts_at_and_around_threshold_and_band_edges() -> None:
+    op = OperatingPoint(threshold=0.7, inconclusive_below=0.4)
+    assert op.band_low == 0.4
+    # p >= threshold: synthetic, the threshold itself included
+    assert op.verdict(0.7) == "synthetic"
+    assert op.verdict(0.9) == "synthetic"
+    assert op.verdict(1.0) == "synthetic"
+    # band_low <= p < threshold: inconclusive, both edges checked to the last float
+    assert op.verdict(_below(0.7)) == "inconclusive"
+    assert op.verdict(0.55) == "inconclusive"
+    assert op.verdict(0.4) == "inconclusive"
+    # below the band: real
+    assert op.verdict(_below(0.4)) == "real"
+    assert op.verdict(0.1) == "real"
+    assert op.verdict(0.0) == "real"
+
+
+def test_no_band_when_inconclusive_below_is_none() -> None:
+    op = OperatingPoint(threshold=0.5)
+    assert op.inconclusive_below is None
+    assert op.band_low == 0.5
+    assert op.verdict(0.5) == "synthetic"
+    assert op.verdict(_below(0.5)) == "real"
+    grid = np.linspace(0.0, 1.0, 1001)
+    assert {op.verdict(float(p)) for p in grid} == {"synthetic", "real"}
+
+
+def test_band_equal_to_threshold_is_no_band() -> None:
+    op = OperatingPoint(threshold=0.3, inconclusive_below=0.3)
+    assert op.verdict(0.3) == "synthetic"
+    assert op.verdict(_below(0.3)) == "real"
+
+
+@pytest.mark.parametrize(("temperature", "bias"), [(1.0, 0.0), (2.5, -0.3), (0.2, 1.7)])
+def test_probability_matches_numpy_sigmoid(temperature: float, bias: float) -> None:
+    op = OperatingPoint(temperature=temperature, bias=bias)
+    logits = np.linspace(-8.0, 8.0, 33)
+    expected = 1.0 / (1.0 + np.exp(-(logits / temperature + bias)))
+    got = np.array([op.probability(float(z)) for z in logits])
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.01])
+def test_probability_does_not_overflow(temperature: float) -> None:
+    op = OperatingPoint(temperature=temperature, bias=0.5)
+    hi, lo = op.probability(1000.0), op.probability(-1000.0)
+    assert hi == 1.0
+    assert lo == 0.0 or 0.0 < lo < 1e-300
+    assert math.isfinite(hi) and math.isfinite(lo)
+    # resolution kept away from 1: a large negative logit is tiny but positive
+    assert 0.0 < op.probability(-30.0 * temperature) < 1e-12
+
+
+def test_from_metadata_old_checkpoint() -> None:
+    # written before operating points existed: a threshold and unrelated extra keys
+    op = OperatingPoint.from_metadata(0.37, {"epochs": 3, "best_val_auc": 0.9})
+    assert op == OperatingPoint(threshold=0.37)
+    assert (op.temperature, op.bias, op.inconclusive_below) == (1.0, 0.0, None)
+    assert OperatingPoint.from_metadata(0.37, None) == OperatingPoint(threshold=0.37)
+    assert OperatingPoint.from_metadata(None, None) == OperatingPoint()
+
+
+def test_from_metadata_new_checkpoint_ignores_unknown_keys() -> None:
+    saved = {
+        "threshold": 0.8,
+        "temperature": 2.0,
+        "bias": -0.25,
+        "inconclusive_below": 0.6,
+        "criterion": "fpr",
+        "target_fpr": 0.05,
+        "written_by": "a future version",  # unknown: ignored
+    }
+    op = OperatingPoint.from_metadata(0.5, {"operating_point": saved, "epochs": 7})
+    assert op == OperatingPoint(0.8, 2.0, -0.25, 0.6, "fpr", 0.05)
+    assert op.probability(2.0) == pytest.approx(1 / (1 + math.exp(-(1.0 - 0.25))))
+    # without a threshold of its own, the operating point takes the checkpoint's
+    del saved["threshold"]
+    assert OperatingPoint.from_metadata(0.65, {"operating_point": saved}).threshold == 0.65
+
+
+def test_to_dict_round_trips_through_from_metadata() -> None:
+    op = OperatingPoint(0.42, 1.3, 0.1, 0.2, "fpr", 0.01)
+    assert OperatingPoint.from_metadata(None, {"operating_point": op.to_dict()}) == op
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"threshold": -0.01},
+        {"threshold": 1.01},
+        {"threshold": float("nan")},
+        {"temperature": 0.0},
+        {"temperature": -1.0},
+        {"temperature": float("inf")},
+        {"temperature": float("nan")},
+        {"threshold": 0.5, "inconclusive_below": 0.6},
+        {"threshold": 0.5, "inconclusive_below": -0.1},
+        {"bias": float("nan")},
+        {"bias": float("inf")},
+        {"bias": float("-inf")},
+    ],
+)
+def test_invalid_values_raise(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        OperatingPoint(**kwargs)
+
+
+def test_boundary_values_are_valid() -> None:
+    OperatingPoint(threshold=0.0)
+    OperatingPoint(threshold=1.0, inconclusive_below=0.0)
+    OperatingPoint(threshold=0.5, inconclusive_below=0.5)
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [
+        (["synthetic"], "synthetic"),
+        (["real", "synthetic"], "synthetic"),
+        (["inconclusive", "synthetic", "real"], "synthetic"),
+        (["real"], "real"),
+        (["real", "real", "real"], "real"),
+        (["inconclusive"], "inconclusive"),
+        (["real", "inconclusive"], "inconclusive"),
+        (["inconclusive", "inconclusive"], "inconclusive"),
+    ],
+)
+def test_overall_verdict(verdicts: list, expected: str) -> None:
+    assert overall_verdict(verdicts) == expected
+    assert expected in VERDICTS
+
+
+def test_overall_verdict_of_nothing_raises() -> None:
+    with pytest.raises(ValueError):
+        overall_verdict([])
