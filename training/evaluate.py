@@ -1,19 +1,24 @@
-"""Evaluate a trained detector on held-out data, under perturbations, and on foreign generators.
+"""Evaluate detectors side by side on held-out data, unseen generators and other real photos.
 
-Test data: the real images of the ``detector_test`` lesions (the split recorded in the checkpoint)
-and the synthetic images the file-name hash puts in ``test`` (``train_detector.split_synthetic``):
-neither was used for training or for choosing the threshold. The decision threshold is the one
-saved in the checkpoint (chosen on validation); it is never tuned here.
+Every detector is scored on the same images, each through its own preprocessing (the service's
+path) and with the operating point saved in its checkpoint (calibration, threshold and
+inconclusive band, all chosen on validation; nothing is tuned here).
 
-Robustness: the same metrics after JPEG re-encoding at quality 95/75/50, downscaling x0.5 and
-back, and Gaussian blur sigma 1, applied identically to both classes after the shared
-preprocessing (``training.augment.PERTURBATIONS``). Cross-generator: for each ``--foreign``
-folder (images from generators the detector never saw), the share flagged synthetic and the
-ROC-AUC against the clean real test images.
+- **Test**: the real images of the ``detector_test`` lesions against the test split of each fake
+  source (``training.detector_data``). The headline row of a detector pools the sources it was
+  trained on (for the paper's VGG16: its own SNGAN, as in the paper).
+- **Per source**: share flagged and inconclusive at the operating point, and ROC-AUC against the
+  real test photos, for every source, each marked trained / held out (validation) / unseen.
+- **Foreign** (``--foreign NAME=DIR``): images of generators no detector was trained or tuned on.
+- **Real photos** (``--real-extra NAME=DIR``): full-size photos from another source, decoded the
+  way the service decodes uploads: the false-positive rate a user meets.
+- **Resampling control**: the real test photos re-encoded as JPEG 95/75/50 and downscaled x0.5
+  and back: still real, and must stay real (or at worst inconclusive).
+- **Robustness**: the same perturbations applied to both classes of the headline test set.
+- **Combined**: the service's overall verdict (``models.operating_point.overall_verdict``).
 
-Writes ``report.json``, ``report.md`` (tables with the paper's figures beside ours),
-``confusion_matrix.png``, ``roc.png``, ``examples.png`` (a few test images with their scores),
-``scores.csv`` (every test image's P(synthetic)) and ``config.json``.
+Writes ``report.json``, ``report.md``, ``roc.png``, ``confusion_<model>.png``,
+``examples.png``, ``scores.csv`` and ``config.json``.
 """
 
 from __future__ import annotations
@@ -30,26 +35,39 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.checkpoint import CheckpointError, CheckpointMeta, load_model
+from models.checkpoint import DETECTOR_KINDS, CheckpointError, CheckpointMeta, load_model, read_meta
+from models.operating_point import OperatingPoint, overall_verdict
+from models.preprocessing import PreprocessConfig
 from models.runtime import PRECISIONS, resolve_device, resolve_dtype
 from training.augment import PERTURBATIONS, perturb
 from training.common import write_json
 from training.data import SplitConfig, list_images, preload
+from training.detector_data import (
+    DEFAULT_SYNTHETIC_FRACTIONS,
+    DetectorData,
+    Sources,
+    detector_sets,
+    parse_named_dir,
+    unique_named,
+)
 from training.metrics import binary_report, nan_to_none, roc_auc, roc_curve
-from training.train_detector import DetectorData, detector_sets, predict_logits, sigmoid
+from training.scoring import calibrated, predict_logits, verdict_shares
 
 # Abbasi et al. 2024, VGG16 detector on SNGAN-generated vs real HAM10000 lesions (test set).
 PAPER = {"accuracy": 0.9982, "sensitivity": 0.9965, "specificity": 0.9995, "f1": 0.9980}
 METRIC_ROWS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "ece")
+CONTROLS = ("jpeg_q95", "jpeg_q75", "jpeg_q50", "downscale_x0.5")
 
 
 @dataclass
 class EvalConfig:
-    checkpoint: Path
+    checkpoints: list[Path]
     data: Path
-    synthetic: Path
     out: Path
+    sources: dict[str, Path] = field(default_factory=dict)
     foreign: dict[str, Path] = field(default_factory=dict)
+    real_extra: dict[str, Path] = field(default_factory=dict)
+    combine: tuple[str, ...] = ()  # models whose overall verdict is reported (default: all)
     limit: int = 0
     robustness: bool = True
     batch_size: int = 32
@@ -61,39 +79,124 @@ class EvalConfig:
     quiet: bool = False
 
 
-def _score(model, images, meta, device, dtype, cfg: EvalConfig, desc: str) -> np.ndarray:
-    logits = predict_logits(
-        model,
-        images,
-        meta.preprocess_config,
-        device,
-        dtype,
-        batch_size=cfg.batch_size,
-        channels_last=cfg.channels_last,
-        desc=desc,
-        quiet=cfg.quiet,
+@dataclass
+class Loaded:
+    name: str
+    path: Path
+    model: torch.nn.Module
+    meta: CheckpointMeta
+    point: OperatingPoint
+
+    @property
+    def sources(self) -> Sources | None:
+        info = (self.meta.extra or {}).get("sources")
+        return Sources.from_dict(info) if info else None
+
+    def role(self, source: str) -> str:
+        s = self.sources
+        if s is not None and source in s.train:
+            return "trained"
+        if s is not None and source in s.held_out:
+            return "held out (validation)"
+        return "unseen"
+
+
+def model_name(meta: CheckpointMeta, path: Path) -> str:
+    """The name a checkpoint goes by: its own, else its folder's (as the service names it)."""
+    return str((meta.extra or {}).get("name") or path.parent.name)
+
+
+def _split_of(meta: CheckpointMeta) -> tuple[SplitConfig, tuple[float, ...]]:
+    extra = meta.extra or {}
+    info = extra.get("split", {})
+    split = SplitConfig(
+        dict(info["fractions"]) if "fractions" in info else SplitConfig().fractions,
+        int(info.get("seed", 0)),
     )
-    return sigmoid(logits)
+    fractions = tuple(
+        extra.get("synthetic_split", {}).get("fractions", DEFAULT_SYNTHETIC_FRACTIONS)
+    )
+    return split, fractions
 
 
 def held_out_test(
-    meta: CheckpointMeta, data: Path, synthetic: Path, limit: int = 0, seed: int = 0
+    meta: CheckpointMeta, data: Path, synthetic: Path | None = None, limit: int = 0, seed: int = 0
 ) -> DetectorData:
-    """The test images the checkpoint never saw: the lesion-level split and the synthetic split
-    recorded in its metadata, rebuilt from the same folders."""
-    extra = meta.extra or {}
-    split_info = extra.get("split", {})
-    split = SplitConfig(
-        dict(split_info["fractions"]) if "fractions" in split_info else SplitConfig().fractions,
-        int(split_info.get("seed", 0)),
-    )
-    syn_fractions = tuple(extra.get("synthetic_split", {}).get("fractions", (0.7, 0.15, 0.15)))
-    test = detector_sets(data, synthetic, split, syn_fractions, {"test": limit}, seed)["test"]
-    if not test.real or not test.synthetic:
-        raise ValueError(
-            f"test set has {len(test.real)} real and {len(test.synthetic)} synthetic images"
+    """The test images a checkpoint never saw: its lesion split's ``detector_test`` photos and
+    the test split of every source it names (plus ``synthetic`` as ``sngan``, for checkpoints
+    from before named sources)."""
+    info = (meta.extra or {}).get("sources")
+    named = dict(Sources.from_dict(info).train) if info else {}
+    if info:
+        named.update(Sources.from_dict(info).held_out)
+    if synthetic is not None:
+        named.setdefault("sngan", synthetic)
+    if not named:
+        raise ValueError("the checkpoint names no fake sources: pass the synthetic folder")
+    split, fractions = _split_of(meta)
+    return detector_sets(data, Sources(named), split, fractions, {"test": limit}, seed)["test"]
+
+
+def all_sources(detectors: list[Loaded], extra: dict[str, Path]) -> dict[str, Path]:
+    """Every fake source any detector knows (train or held out), plus ``--source`` ones."""
+    out: dict[str, Path] = {}
+    for d in detectors:
+        s = d.sources
+        if s is None:  # a checkpoint from before named sources: its SNGAN folder
+            syn = (d.meta.extra or {}).get("synthetic")
+            if syn:
+                out.setdefault("sngan", Path(syn))
+            continue
+        for _, name, folder in s.items():
+            out.setdefault(name, folder)
+    out.update(extra)
+    if not out:
+        raise ValueError("no fake sources: the checkpoints name none; pass --source NAME=DIR")
+    return out
+
+
+class Scorer:
+    """Decodes each image set once per preprocessing and scores it with each detector."""
+
+    def __init__(self, cfg: EvalConfig, device: torch.device, dtype: torch.dtype) -> None:
+        self.cfg, self.device, self.dtype = cfg, device, dtype
+        self.cache: dict[tuple[str, PreprocessConfig], torch.Tensor] = {}
+
+    def images(self, key: str, paths: list[Path], pre: PreprocessConfig) -> torch.Tensor:
+        if (key, pre) not in self.cache:
+            self.cache[(key, pre)] = preload(paths, pre, desc=key, quiet=self.cfg.quiet)
+        return self.cache[(key, pre)]
+
+    def probs(self, d: Loaded, images: torch.Tensor, desc: str) -> np.ndarray:
+        logits = predict_logits(
+            d.model,
+            images,
+            d.meta.preprocess_config,
+            self.device,
+            self.dtype,
+            batch_size=self.cfg.batch_size,
+            channels_last=self.cfg.channels_last,
+            desc=f"{d.name}: {desc}",
+            quiet=self.cfg.quiet,
         )
-    return test
+        return calibrated(d.point, logits)
+
+
+def load_detectors(cfg: EvalConfig, device: torch.device) -> list[Loaded]:
+    loaded = []
+    for path in cfg.checkpoints:
+        meta = read_meta(path)
+        if meta.kind not in DETECTOR_KINDS:
+            raise CheckpointError(f"{path} holds a {meta.kind}, not a detector")
+        model, meta = load_model(path, meta.kind, map_location=str(device))
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+        loaded.append(Loaded(model_name(meta, path), path, model, meta, point))
+    names = [d.name for d in loaded]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two checkpoints share a name: {names}")
+    return loaded
 
 
 def main(cfg: EvalConfig) -> dict[str, Any]:
@@ -101,94 +204,161 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     dtype = resolve_dtype(cfg.precision, device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    model, meta = load_model(cfg.checkpoint, "detector", map_location=str(device))
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if meta.threshold is None:
-        raise CheckpointError(f"{cfg.checkpoint} has no decision threshold in its metadata")
-    threshold = float(meta.threshold)
+    if not cfg.checkpoints:
+        raise ValueError("no checkpoints to evaluate (--checkpoint PATH)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg)
-    test = held_out_test(meta, cfg.data, cfg.synthetic, cfg.limit, cfg.seed)
-    pre = meta.preprocess_config
-    images = torch.cat(
-        [
-            preload(test.real, pre, desc="real test", quiet=cfg.quiet),
-            preload(test.synthetic, pre, desc="synthetic test", quiet=cfg.quiet),
-        ]
-    )
-    labels = np.array([0] * len(test.real) + [1] * len(test.synthetic))
-    paths = [*test.real, *test.synthetic]
+    detectors = load_detectors(cfg, device)
+    split, fractions = _split_of(detectors[0].meta)
+    sources = all_sources(detectors, cfg.sources)
+    names = list(sources)
+    test = detector_sets(
+        cfg.data, Sources(sources), split, fractions, {"test": cfg.limit}, cfg.seed
+    )["test"]
+    source_paths = {n: test.of_source(n) for n in names}
+    empty = [n for n, p in source_paths.items() if not p]
+    if not test.real or empty:
+        raise ValueError(f"test set has {len(test.real)} real images; sources without: {empty}")
+    foreign = {n: list_images(f) for n, f in cfg.foreign.items()}
+    real_extra = {n: list_images(f) for n, f in cfg.real_extra.items()}
+    scorer = Scorer(cfg, device, dtype)
 
-    clean = _score(model, images, meta, device, dtype, cfg, "clean")
     report: dict[str, Any] = {
-        "checkpoint": str(cfg.checkpoint),
-        "step": meta.step,
-        "threshold": threshold,
-        "threshold_source": "validation (saved in the checkpoint)",
-        "validation": meta.metrics.get("validation", {}),
-        "test": binary_report(labels, clean, threshold),
-        "robustness": {},
-        "foreign": {},
         "paper": PAPER,
+        "counts": {
+            "real_test": len(test.real),
+            **{f"source:{n}": len(p) for n, p in source_paths.items()},
+            **{f"foreign:{n}": len(p) for n, p in foreign.items()},
+            **{f"real:{n}": len(p) for n, p in real_extra.items()},
+        },
+        "detectors": {},
     }
-    curves = {"clean": roc_curve(labels, clean)}
-    scores_rows = [
-        {"set": "test", "file": str(p), "label": int(y), "clean": float(s)}
-        for p, y, s in zip(paths, labels, clean, strict=True)
-    ]
-    if cfg.robustness:
-        for name in PERTURBATIONS:
-            probs = _score(model, perturb(images, name), meta, device, dtype, cfg, name)
-            report["robustness"][name] = binary_report(labels, probs, threshold)
-            curves[name] = roc_curve(labels, probs)
-            for row, s in zip(scores_rows, probs, strict=True):
-                row[name] = float(s)
-    real_clean = clean[labels == 0]
-    for name, folder in cfg.foreign.items():
-        files = list_images(folder)
-        probs = _score(
-            model, preload(files, pre, desc=name, quiet=cfg.quiet), meta, device, dtype, cfg, name
-        )
-        both = np.concatenate([real_clean, probs])
-        y = np.concatenate([np.zeros(real_clean.size), np.ones(probs.size)])
-        report["foreign"][name] = {
-            "folder": str(folder),
-            "count": int(probs.size),
-            "flagged_synthetic": float(np.mean(probs >= threshold)),
-            "mean_p_synthetic": float(np.mean(probs)),
-            "roc_auc_vs_real_test": roc_auc(y, both),
+    verdicts: dict[str, dict[str, list[str]]] = {}  # set -> model -> verdict per image
+    curves: dict[str, tuple] = {}
+    score_rows: list[dict[str, Any]] = []
+    first_pair: tuple[torch.Tensor, np.ndarray, np.ndarray, float] | None = None
+    for d in detectors:
+        pre = d.meta.preprocess_config
+        real_x = scorer.images("real test", test.real, pre)
+        real_p = scorer.probs(d, real_x, "real test")
+        sets: dict[str, np.ndarray] = {"real:test": real_p}
+        per_source, src_x = {}, {}
+        for n in names:
+            src_x[n] = scorer.images(f"source {n}", source_paths[n], pre)
+            p = scorer.probs(d, src_x[n], n)
+            sets[f"source:{n}"] = p
+            per_source[n] = {
+                "role": d.role(n),
+                **verdict_shares(p, d.point),
+                "roc_auc_vs_real_test": _auc(real_p, p),
+            }
+        trained = [n for n in names if d.role(n) == "trained"] or names
+        fake_x = torch.cat([src_x[n] for n in trained])
+        fake_p = np.concatenate([sets[f"source:{n}"] for n in trained])
+        labels = np.r_[np.zeros(real_p.size), np.ones(fake_p.size)]
+        clean = np.r_[real_p, fake_p]
+        entry: dict[str, Any] = {
+            "checkpoint": str(d.path),
+            "kind": d.meta.kind,
+            "architecture": (d.meta.extra or {}).get("architecture", d.meta.kind),
+            "step": d.meta.step,
+            "operating_point": d.point.to_dict(),
+            "headline_sources": trained,
+            "validation": d.meta.metrics.get("validation", {}),
+            "test": binary_report(labels, clean, d.point.threshold),
+            "per_source": per_source,
+            "foreign": {},
+            "real_photos": {"detector_test": verdict_shares(real_p, d.point)},
+            "resampling_control": {},
+            "robustness": {},
         }
-        scores_rows += [
-            {"set": f"foreign:{name}", "file": str(p), "label": 1, "clean": float(s)}
-            for p, s in zip(files, probs, strict=True)
+        curves[d.name] = roc_curve(labels, clean)
+        if first_pair is None:
+            first_pair = (torch.cat([real_x, fake_x]), labels, clean, d.point.threshold)
+        for n, paths in foreign.items():
+            p = scorer.probs(d, scorer.images(f"foreign {n}", paths, pre), n)
+            sets[f"foreign:{n}"] = p
+            entry["foreign"][n] = {
+                **verdict_shares(p, d.point),
+                "roc_auc_vs_real_test": _auc(real_p, p),
+            }
+        for n, paths in real_extra.items():
+            p = scorer.probs(d, scorer.images(f"real {n}", paths, pre), n)
+            sets[f"real:{n}"] = p
+            entry["real_photos"][n] = verdict_shares(p, d.point)
+        if cfg.robustness:
+            all_x = torch.cat([real_x, fake_x])
+            for cond in PERTURBATIONS:
+                p = scorer.probs(d, perturb(all_x, cond), cond)
+                entry["robustness"][cond] = binary_report(labels, p, d.point.threshold)
+                if cond in CONTROLS:
+                    entry["resampling_control"][cond] = verdict_shares(p[: real_p.size], d.point)
+                    sets[f"control:{cond}"] = p[: real_p.size]
+        for key, p in sets.items():
+            verdicts.setdefault(key, {})[d.name] = [d.point.verdict(float(v)) for v in p]
+        score_rows += [
+            {"model": d.name, "set": key, "index": i, "p_synthetic": float(v)}
+            for key, p in sets.items()
+            for i, v in enumerate(p)
         ]
+        report["detectors"][d.name] = entry
+    report["order"] = [d.name for d in detectors]
+    unknown = set(cfg.combine) - set(report["order"])
+    if unknown:
+        raise ValueError(f"--combine names {sorted(unknown)} are not among {report['order']}")
+    report["combined"] = _combined(verdicts, list(cfg.combine) or report["order"])
     report = nan_to_none(report)
     write_json(out / "report.json", report)
-    _write_scores(out / "scores.csv", scores_rows)
-    plot_confusion(report["test"]["confusion_matrix"], out / "confusion_matrix.png")
+    _write_scores(out / "scores.csv", score_rows)
+    for name, entry in report["detectors"].items():
+        plot_confusion(entry["test"]["confusion_matrix"], out / f"confusion_{name}.png", name)
     plot_roc(curves, report, out / "roc.png")
-    plot_examples(images, labels, clean, threshold, out / "examples.png")
+    if first_pair is not None:
+        plot_examples(*first_pair, out / "examples.png")
     (out / "report.md").write_text(render_markdown(report))
     if not cfg.quiet:
         print((out / "report.md").read_text())
     return report
 
 
+def _auc(real: np.ndarray, fake: np.ndarray) -> float:
+    y = np.r_[np.zeros(real.size), np.ones(fake.size)]
+    return roc_auc(y, np.r_[real, fake])
+
+
+def _combined(verdicts: dict[str, dict[str, list[str]]], models: list[str]) -> dict[str, Any]:
+    """Shares of the service's overall verdict per image set (every model scored every image)."""
+    out = {}
+    for key, per_model in verdicts.items():
+        if set(per_model) != set(models):
+            continue
+        overall = [
+            overall_verdict(list(v)) for v in zip(*(per_model[m] for m in models), strict=True)
+        ]
+        n = len(overall)
+        out[key] = {
+            "count": n,
+            **{
+                f"{v}_share": (overall.count(v) / n if n else None)
+                for v in ("synthetic", "inconclusive", "real")
+            },
+        }
+    return {"models": models, "sets": out}
+
+
 def _write_scores(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = ["set", "file", "label", "clean", *PERTURBATIONS]
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
+        w = csv.DictWriter(f, fieldnames=["model", "set", "index", "p_synthetic"])
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({**r, "p_synthetic": f"{r['p_synthetic']:.6g}"})
 
 
 # ---------------------------------------------------------------- figures and report.md
 
 
-def plot_confusion(cm: dict[str, int], path: Path) -> None:
+def plot_confusion(cm: dict[str, int], path: Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +373,7 @@ def plot_confusion(cm: dict[str, int], path: Path) -> None:
     ax.set_yticks([0, 1], ["real", "synthetic"])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("Test confusion matrix")
+    ax.set_title(f"Test confusion matrix {title}".strip(), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -248,13 +418,13 @@ def plot_roc(curves: dict[str, tuple], report: dict[str, Any], path: Path) -> No
 
     fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=100)
     for name, (fpr, tpr, _) in curves.items():
-        auc = (report["test"] if name == "clean" else report["robustness"][name])["roc_auc"]
+        auc = report["detectors"][name]["test"]["roc_auc"]
         label = f"{name} (AUC {auc:.3f})" if auc is not None else name
-        ax.plot(fpr, tpr, lw=2 if name == "clean" else 1, label=label)
+        ax.plot(fpr, tpr, lw=1.5, label=label)
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
     ax.set_xlabel("false positive rate (real flagged)")
     ax.set_ylabel("true positive rate (synthetic caught)")
-    ax.set_title("ROC on held-out test images")
+    ax.set_title("ROC on held-out test images (trained sources)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
@@ -262,77 +432,127 @@ def plot_roc(curves: dict[str, tuple], report: dict[str, Any], path: Path) -> No
 
 
 def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
+    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def _num(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+    ]
+
+
+def _flag_cell(r: dict[str, Any]) -> str:
+    return f"{_pct(r['flagged_synthetic'])} (+{_pct(r['inconclusive'])} inc.)"
+
+
+def _fake_cell(r: dict[str, Any]) -> str:
+    role = f" ({r['role']})" if "role" in r else ""
+    return f"{_flag_cell(r)}, AUC {_num(r['roc_auc_vs_real_test'])}{role}"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    t = report["test"]
-    cm = t["confusion_matrix"]
+    names = report.get("order") or list(report["detectors"])
+    dets = {n: report["detectors"][n] for n in names}
     lines = [
         "# Detector evaluation",
         "",
-        f"Checkpoint `{report['checkpoint']}` (step {report['step']}); decision threshold "
-        f"P(synthetic) >= {report['threshold']:.6g}, chosen on validation.",
-        f"Test set: {t['counts']['real']} real images (detector_test lesions) and "
-        f"{t['counts']['synthetic']} held-out synthetic images.",
+        "Each detector at the operating point saved in its checkpoint (chosen on validation; "
+        "nothing here is tuned on test or foreign images). Cells with two figures: share "
+        "flagged synthetic (+ share inconclusive).",
         "",
-        "## Clean test set, beside the paper",
+        "## Operating points",
         "",
-        "| metric | paper (Abbasi et al. 2024) | this run |",
-        "| --- | ---: | ---: |",
     ]
+    rows = []
+    for n, e in dets.items():
+        op = OperatingPoint(**e["operating_point"])
+        target = f" ({_pct(op.target_fpr)})" if op.target_fpr else ""
+        rows.append(
+            [
+                n,
+                str(e["architecture"]),
+                op.criterion + target,
+                f"{op.threshold:.4g}",
+                f"{op.band_low:.4g}",
+                f"{op.temperature:.3g} / {op.bias:+.3g}",
+                ", ".join(e["headline_sources"]),
+            ]
+        )
+    header = ["model", "architecture", "criterion", "threshold", "inconclusive from"]
+    lines += _table([*header, "temperature / bias", "trained on"], rows)
+    lines += ["## Held-out test set (trained sources pooled), beside the paper", ""]
+    rows = []
     for m in METRIC_ROWS:
-        paper = _pct(PAPER[m]) if m in PAPER else "not reported"
-        ours = _num(t[m]) if m in ("roc_auc", "ece") else _pct(t[m])
-        lines.append(f"| {m} | {paper} | {ours} |")
-    lines += [
-        "",
-        f"Confusion matrix: TP {cm['tp']}, FP {cm['fp']}, TN {cm['tn']}, FN {cm['fn']} "
-        "(positive = synthetic).",
-        "",
-    ]
-    if report["robustness"]:
-        lines += [
-            "## Robustness (both classes perturbed the same way; threshold unchanged)",
-            "",
-            "| condition | accuracy | sensitivity | specificity | F1 | ROC-AUC | ECE |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        paper = _pct(PAPER[m]) if m in PAPER else "—"
+        cells = [
+            (_num(e["test"][m]) if m in ("roc_auc", "ece") else _pct(e["test"][m]))
+            for e in dets.values()
         ]
-        for name, r in [("clean", t), *report["robustness"].items()]:
-            lines.append(
-                f"| {name} | {_pct(r['accuracy'])} | {_pct(r['sensitivity'])} | "
-                f"{_pct(r['specificity'])} | {_pct(r['f1'])} | {_num(r['roc_auc'])} | "
-                f"{_num(r['ece'])} |"
-            )
-        lines.append("")
-    if report["foreign"]:
-        lines += [
-            "## Cross-generator (never seen in training)",
-            "",
-            "| generator | images | flagged synthetic | mean P(synthetic) | ROC-AUC vs real test |",
-            "| --- | ---: | ---: | ---: | ---: |",
+        rows.append([m, paper, *cells])
+    lines += _table(["metric", "paper", *names], rows)
+    lines += ["## Fake sources (test split) and generators never trained on", ""]
+    rows = []
+    first = next(iter(dets.values()))
+    for n in first["per_source"]:
+        rows.append([f"source {n}"] + [_fake_cell(e["per_source"][n]) for e in dets.values()])
+    for n in first["foreign"]:
+        rows.append([f"**foreign {n}**"] + [_fake_cell(e["foreign"][n]) for e in dets.values()])
+    lines += _table(["images", *names], rows)
+    lines += ["## Real photos: false positives a user meets", ""]
+    rows = []
+    for n in next(iter(dets.values()))["real_photos"]:
+        rows.append([f"real {n}"] + [_flag_cell(e["real_photos"][n]) for e in dets.values()])
+    for n in next(iter(dets.values()))["resampling_control"]:
+        rows.append(
+            [f"real test, {n}"] + [_flag_cell(e["resampling_control"][n]) for e in dets.values()]
+        )
+    lines += _table(["real images", *names], rows)
+    if any(e["robustness"] for e in dets.values()):
+        lines += ["## Robustness (both classes perturbed alike; ROC-AUC / accuracy)", ""]
+        conds = list(next(iter(dets.values()))["robustness"])
+        rows = [
+            ["clean"]
+            + [
+                f"{_num(e['test']['roc_auc'])} / {_pct(e['test']['accuracy'])}"
+                for e in dets.values()
+            ]
         ]
-        for name, r in report["foreign"].items():
-            lines.append(
-                f"| {name} | {r['count']} | {_pct(r['flagged_synthetic'])} | "
-                f"{_num(r['mean_p_synthetic'])} | {_num(r['roc_auc_vs_real_test'])} |"
-            )
-        lines.append("")
-    v = report.get("validation") or {}
-    if v:
+        rows += [
+            [c]
+            + [
+                f"{_num(e['robustness'][c]['roc_auc'])} / {_pct(e['robustness'][c]['accuracy'])}"
+                for e in dets.values()
+            ]
+            for c in conds
+        ]
+        lines += _table(["condition", *names], rows)
+    comb = report.get("combined", {}).get("sets", {})
+    if comb and len(report["combined"]["models"]) > 1:
         lines += [
-            "## Validation (where the threshold came from)",
+            "## The service's overall verdict (synthetic if any model says so)",
             "",
-            f"ROC-AUC {_num(v.get('roc_auc'))}, balanced accuracy "
-            f"{_pct(v.get('balanced_accuracy'))}, criterion {v.get('threshold_criterion')}, "
-            f"{v.get('counts', {}).get('real')} real / {v.get('counts', {}).get('synthetic')} "
-            "synthetic images.",
+            f"Models: {', '.join(report['combined']['models'])}.",
             "",
         ]
+        lines += _table(
+            ["images", "synthetic", "inconclusive", "real"],
+            [
+                [
+                    k,
+                    _pct(v["synthetic_share"]),
+                    _pct(v["inconclusive_share"]),
+                    _pct(v["real_share"]),
+                ]
+                for k, v in comb.items()
+            ],
+        )
     return "\n".join(lines)
 
 
@@ -340,11 +560,8 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def parse_foreign(text: str) -> tuple[str, Path]:
-    """``NAME=DIR`` -> (NAME, DIR), for --foreign flags."""
-    name, sep, folder = text.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
-    return name, Path(folder)
+    """``NAME=DIR`` -> (NAME, DIR), for --foreign flags (kept for callers of the old name)."""
+    return parse_named_dir(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,24 +571,56 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
-    a("--checkpoint", type=Path, required=True, help="RUN_DIR/detector.safetensors")
-    a("--data", type=Path, required=True, help="HAM10000 folder the detector was trained from")
     a(
-        "--synthetic",
+        "--checkpoint",
         type=Path,
+        action="append",
         required=True,
-        help="synthetic folder the detector was trained from",
+        dest="checkpoints",
+        help="a detector checkpoint (RUN_DIR/detector.safetensors); repeat to compare several",
     )
-    a("--out", type=Path, required=True, help="folder for report.json, report.md and figures")
+    a("--data", type=Path, required=True, help="HAM10000 folder the detectors were trained from")
     a(
-        "--foreign",
-        type=parse_foreign,
+        "--source",
+        type=parse_named_dir,
         action="append",
         default=[],
         metavar="NAME=DIR",
-        help="a folder of images from another generator (repeatable); evaluation only",
+        help="a fake source to test on besides those the checkpoints name (repeatable)",
     )
-    a("--limit", type=int, default=0, help="cap per class on the test set, seeded (0 = all)")
+    a("--synthetic", type=Path, default=None, help="shorthand for --source sngan=DIR")
+    a("--out", type=Path, required=True, help="folder for report.json, report.md and figures")
+    a(
+        "--foreign",
+        type=parse_named_dir,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="images of a generator never trained or tuned on (repeatable); evaluation only",
+    )
+    a(
+        "--real-extra",
+        type=parse_named_dir,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="real photos from another source (repeatable), decoded as the service decodes "
+        "uploads: their flagged share is the false-positive rate users meet",
+    )
+    a(
+        "--limit",
+        type=int,
+        default=0,
+        help="cap on real test images and per source, seeded (0 = all)",
+    )
+    a(
+        "--combine",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="models whose overall verdict (as the service combines them) is reported "
+        "(default: all)",
+    )
     a("--no-robustness", dest="robustness", action="store_false", help="skip perturbations")
     a("--batch-size", type=int, default=32, help="scoring batch size")
     a("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -385,11 +634,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
     ns = build_parser().parse_args(argv)
-    foreign = dict(ns.foreign)
-    if len(foreign) != len(ns.foreign):
-        raise SystemExit("--foreign names must be unique")
-    fields = {f.name for f in dataclasses.fields(EvalConfig)} - {"foreign"}
-    return EvalConfig(foreign=foreign, **{k: v for k, v in vars(ns).items() if k in fields})
+    sources = unique_named(ns.source, "--source")
+    if ns.synthetic is not None:
+        sources.setdefault("sngan", ns.synthetic)
+    named = {"sources", "foreign", "real_extra", "combine"}
+    fields = {f.name for f in dataclasses.fields(EvalConfig)} - named
+    return EvalConfig(
+        sources=sources,
+        foreign=unique_named(ns.foreign, "--foreign"),
+        real_extra=unique_named(ns.real_extra, "--real-extra"),
+        combine=tuple(ns.combine),
+        **{k: v for k, v in vars(ns).items() if k in fields},
+    )
 
 
 if __name__ == "__main__":

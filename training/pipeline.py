@@ -3,22 +3,27 @@
     python -m training.pipeline --data DIR --out artifacts --profile quick
 
 Stages: ``gan`` (train the SNGAN on the ``gan_train`` lesions) -> ``synthetic`` (sample PNGs) ->
-``detector`` (train the VGG16 detector on the ``detector_*`` lesions vs those PNGs) ->
-``evaluate`` (held-out test, robustness, foreign generators) -> ``summary.md``.
+``fakes`` (the upsampler zoo and a DCGAN, also from ``gan_train`` lesions only) -> ``detector``
+(the paper's VGG16 on the ``detector_*`` lesions vs the SNGAN's PNGs) -> ``general`` (the NPR
+detector on the SNGAN + zoo sources, the DCGAN held out for model selection) -> optionally
+``ablation`` (the VGG16 on the general detector's data: does the data or the architecture carry
+the transfer?) -> ``evaluate`` (every detector side by side: held-out test, every source,
+foreign generators, other real photos, resampling control, robustness) -> ``summary.md``.
 
 Each stage records a fingerprint of its own config and of the stages it depends on in
 ``<stage>/stage.json``. A stage whose outputs exist with the same fingerprint is skipped; a
 changed config reruns it and everything downstream. Profiles:
 
-- ``quick``: sized for a 2-core CPU (64 px GAN, time-capped stages, 64 px detector input).
+- ``quick``: sized for a 2-core CPU (64 px GAN, time-capped stages, 64 px detector inputs).
 - ``paper``: 128 px SNGAN with the published recipe, 10,000 synthetic images, the paper's 128 px
-  VGG16 with ImageNet weights; sized for one GPU.
+  VGG16 with ImageNet weights, a larger zoo and DCGAN, the NPR detector at 128 px; for one GPU.
 - ``smoke``: a few steps per stage on a handful of images, for tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -28,11 +33,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from training import evaluate, synthesize, train_detector, train_gan
+from training import evaluate, fakes, synthesize, train_detector, train_gan
 from training.augment import AugmentConfig
 from training.common import jsonable, write_json
+from training.detector_data import parse_named_dir, unique_named
 
-STAGES = ("gan", "synthetic", "detector", "evaluate")
+STAGES = ("gan", "synthetic", "fakes", "detector", "general", "ablation", "evaluate")
+SERVED = ("detector", "general")  # folders whose detector.safetensors the service loads
+GENERAL_AUGMENT = AugmentConfig(
+    blur_prob=0.1, blur_sigma_max=1.0, jpeg_prob=1.0, jpeg_quality_min=60, jpeg_quality_max=100
+)
 _NOT_IDENTITY = {"quiet", "threads", "device", "overwrite"}  # change how, not what, is computed
 
 
@@ -40,7 +50,9 @@ _NOT_IDENTITY = {"quiet", "threads", "device", "overwrite"}  # change how, not w
 class Profile:
     gan: dict[str, Any]
     synthetic: dict[str, Any]
+    fakes: dict[str, Any]
     detector: dict[str, Any]
+    general: dict[str, Any]
     evaluate: dict[str, Any] = field(default_factory=dict)
 
 
@@ -59,6 +71,7 @@ PROFILES: dict[str, Profile] = {
             sample_every=500,
         ),
         synthetic=dict(n=2000, batch_size=64),
+        fakes=dict(zoo_seconds=40.0, dcgan_seconds=180.0, per_source=600),
         detector=dict(
             image_size=64,
             epochs=2,  # validation reached 99% balanced accuracy by step 120 of 264
@@ -70,6 +83,20 @@ PROFILES: dict[str, Profile] = {
             eval_every=40,
             patience=3,
             augment=AugmentConfig(rescale_prob=0.5),
+        ),
+        general=dict(
+            arch="npr",
+            image_size=64,
+            epochs=1000,
+            time_limit_min=10.0,
+            batch_size=64,
+            lr=1e-3,
+            weight_decay=1e-4,
+            warmup_steps=50,
+            val_limit=300,
+            eval_every=100,
+            patience=4,
+            augment=GENERAL_AUGMENT,
         ),
         evaluate=dict(limit=300),
     ),
@@ -84,6 +111,7 @@ PROFILES: dict[str, Profile] = {
             sample_every=5000,
         ),
         synthetic=dict(n=10_000, batch_size=256),
+        fakes=dict(zoo_seconds=300.0, dcgan_seconds=1800.0, per_source=2500, zoo_width=64),
         detector=dict(
             image_size=128,
             epochs=20,
@@ -92,6 +120,17 @@ PROFILES: dict[str, Profile] = {
             pretrained="imagenet",
             eval_every=0,
             patience=3,
+        ),
+        general=dict(
+            arch="npr",
+            image_size=128,
+            epochs=50,
+            batch_size=64,
+            lr=2e-4,
+            warmup_steps=500,
+            eval_every=0,
+            patience=5,
+            augment=GENERAL_AUGMENT,
         ),
         evaluate=dict(),
     ),
@@ -108,6 +147,16 @@ PROFILES: dict[str, Profile] = {
             num_samples=4,
         ),
         synthetic=dict(n=24, batch_size=8),
+        fakes=dict(
+            zoo=("transposed-1", "nearest_conv-2"),
+            zoo_steps=2,
+            zoo_seconds=0.0,
+            dcgan_size=32,
+            dcgan_steps=2,
+            dcgan_seconds=0.0,
+            per_source=24,
+            limit_images=16,
+        ),
         detector=dict(
             image_size=32,
             epochs=1,
@@ -117,6 +166,16 @@ PROFILES: dict[str, Profile] = {
             limit_images=12,
             val_limit=6,
             eval_every=0,
+            patience=1,
+        ),
+        general=dict(
+            arch="npr",
+            image_size=32,
+            epochs=1,
+            steps=2,
+            batch_size=4,
+            limit_images=12,
+            val_limit=6,
             patience=1,
         ),
         evaluate=dict(limit=6, robustness=True),
@@ -131,6 +190,8 @@ class PipelineConfig:
     profile: str = "quick"
     seed: int = 0
     foreign: dict[str, Path] = field(default_factory=dict)
+    real_extra: dict[str, Path] = field(default_factory=dict)
+    ablation: bool = False
     device: str = "auto"
     threads: int = 0
     force: tuple[str, ...] = ()
@@ -192,7 +253,7 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
         data=cfg.data, out=out / "gan", seed=cfg.seed, **common, **prof.gan
     )
     generator = gan_cfg.out / "generator.safetensors"
-    fp = _run_stage(
+    gan_fp = _run_stage(
         "gan", gan_cfg.out, [generator], gan_cfg, "", lambda: train_gan.main(gan_cfg), cfg
     )
 
@@ -201,40 +262,104 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
         out=out / "synthetic",
         seed=cfg.seed + 1,
         overwrite=True,
-        device=cfg.device,
-        threads=cfg.threads,
-        quiet=cfg.quiet,
+        **common,
         **prof.synthetic,
     )
-    fp = _run_stage(
+    syn_fp = _run_stage(
         "synthetic",
         syn_cfg.out,
         [syn_cfg.out / "manifest.csv"],
         syn_cfg,
-        fp,
+        gan_fp,
         lambda: synthesize.main(syn_cfg),
         cfg,
     )
 
+    fakes_cfg = fakes.FakesConfig(
+        data=cfg.data, out=out / "fakes", seed=cfg.seed, overwrite=True, **common, **prof.fakes
+    )
+    fakes_fp = _run_stage(
+        "fakes",
+        fakes_cfg.out,
+        [fakes_cfg.out / "sources.json"],
+        fakes_cfg,
+        "",
+        lambda: fakes.main(fakes_cfg),
+        cfg,
+    )
+    train_sources, held_out = fake_sources(fakes_cfg.out, syn_cfg.out)
+
     det_cfg = train_detector.TrainConfig(
         data=cfg.data,
-        synthetic=syn_cfg.out,
+        fakes={"sngan": syn_cfg.out},
         out=out / "detector",
         seed=cfg.seed,
         **common,
         **prof.detector,
     )
     detector = det_cfg.out / "detector.safetensors"
-    fp = _run_stage(
-        "detector", det_cfg.out, [detector], det_cfg, fp, lambda: train_detector.main(det_cfg), cfg
+    det_fp = _run_stage(
+        "detector",
+        det_cfg.out,
+        [detector],
+        det_cfg,
+        syn_fp,
+        lambda: train_detector.main(det_cfg),
+        cfg,
     )
 
-    eval_cfg = evaluate.EvalConfig(
-        checkpoint=detector,
+    gen_cfg = train_detector.TrainConfig(
         data=cfg.data,
-        synthetic=syn_cfg.out,
+        fakes=train_sources,
+        held_out=held_out,
+        out=out / "general",
+        seed=cfg.seed,
+        **common,
+        **prof.general,
+    )
+    general = gen_cfg.out / "detector.safetensors"
+    gen_fp = _run_stage(
+        "general",
+        gen_cfg.out,
+        [general],
+        gen_cfg,
+        syn_fp + fakes_fp,
+        lambda: train_detector.main(gen_cfg),
+        cfg,
+    )
+    checkpoints, upstream = [detector, general], det_fp + gen_fp
+
+    if cfg.ablation:
+        abl_cfg = dataclasses.replace(
+            det_cfg,
+            fakes=train_sources,
+            held_out=held_out,
+            out=out / "ablation" / "vgg16-multisource",
+            name="vgg16-multisource",
+            time_limit_min=prof.general.get("time_limit_min", 0.0),
+            epochs=prof.general.get("epochs", det_cfg.epochs),
+            eval_every=prof.general.get("eval_every", 0),
+            val_limit=prof.general.get("val_limit", det_cfg.val_limit),
+        )
+        ablation = abl_cfg.out / "detector.safetensors"
+        upstream += _run_stage(
+            "ablation",
+            abl_cfg.out,
+            [ablation],
+            abl_cfg,
+            syn_fp + fakes_fp,
+            lambda: train_detector.main(abl_cfg),
+            cfg,
+        )
+        checkpoints.append(ablation)
+
+    eval_cfg = evaluate.EvalConfig(
+        checkpoints=checkpoints,
+        data=cfg.data,
         out=out / "evaluation",
         foreign=dict(cfg.foreign),
+        real_extra=dict(cfg.real_extra),
+        combine=(det_cfg.model_name, gen_cfg.model_name),
         seed=cfg.seed,
         **common,
         **prof.evaluate,
@@ -244,7 +369,7 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
         eval_cfg.out,
         [eval_cfg.out / "report.json"],
         eval_cfg,
-        fp,
+        upstream,
         lambda: evaluate.main(eval_cfg),
         cfg,
     )
@@ -256,59 +381,38 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     return report
 
 
+def fake_sources(fakes_dir: Path, synthetic: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(train, held_out) sources of the general detector: the SNGAN's PNGs and the upsampler
+    zoo are trained on; every other GAN that ``training.fakes`` built is held out."""
+    listed = json.loads((fakes_dir / "sources.json").read_text())["sources"]
+    train = {"sngan": synthetic}
+    held_out = {}
+    for s in listed:
+        (train if s["family"] == "zoo" else held_out)[s["name"]] = fakes_dir / s["folder"]
+    return train, held_out
+
+
 def _latest_grid(gan_dir: Path) -> Path | None:
     grids = sorted((gan_dir / "samples").glob("step_*.png"))
     return grids[-1] if grids else None
 
 
 def write_summary(out: Path, cfg: PipelineConfig, report: dict[str, Any]) -> Path:
-    """``summary.md``: the headline figures beside the paper's, robustness, foreign generators."""
-    test = report["test"]
+    """``summary.md``: what was served and how it scored (the evaluation's tables), figures."""
+    served = ", ".join(f"`{d}/detector.safetensors`" for d in SERVED)
     lines = [
         f"# dermafake pipeline summary ({cfg.profile} profile)",
         "",
-        f"Data: `{cfg.data}`. Seed {cfg.seed}. Positive class = synthetic; threshold "
-        f"{test.get('threshold', report.get('threshold'))} chosen on validation.",
+        f"Data: `{cfg.data}`. Seed {cfg.seed}. Served detectors: {served}; generator "
+        "`gan/generator.safetensors`. Positive class = synthetic.",
         "",
-        "| metric | this run | paper |",
-        "| --- | --- | --- |",
+        evaluate.render_markdown(report).split("\n", 1)[1],
     ]
-    paper = {"accuracy": 99.82, "sensitivity": 99.65, "specificity": 99.95, "f1": 99.80}
-    for key in ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "ece"):
-        value = test.get(key)
-        shown = f"{100 * value:.2f}%" if key != "ece" else f"{value:.3f}"
-        ref = f"{paper[key]:.2f}%" if key in paper else ""
-        lines.append(f"| {key} | {shown} | {ref} |")
-    lines += [
-        "",
-        "Robustness (both classes transformed alike; full tables: `evaluation/report.md`):",
-        "",
-        "| condition | accuracy | sensitivity | specificity | ROC-AUC |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, m in report.get("robustness", {}).items():
-        row = [f"{100 * m[k]:.2f}%" for k in ("accuracy", "sensitivity", "specificity", "roc_auc")]
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
-    if report.get("foreign"):
-        lines += [
-            "",
-            "Generators never seen in training:",
-            "",
-            "| generator | images | flagged synthetic | ROC-AUC vs real test |",
-            "| --- | --- | --- | --- |",
-        ]
-        for name, f in report["foreign"].items():
-            lines.append(
-                f"| {name} | {f['count']} | {100 * f['flagged_synthetic']:.1f}% | "
-                f"{f['roc_auc_vs_real_test']:.3f} |"
-            )
-    lines.append("")
     grid = _latest_grid(out / "gan")
     if grid:
         lines += [f"![generator samples]({grid.relative_to(out)})", ""]
-    for fig in ("confusion_matrix.png", "roc.png"):
-        if (out / "evaluation" / fig).is_file():
-            lines += [f"![{fig[:-4]}](evaluation/{fig})", ""]
+    if (out / "evaluation" / "roc.png").is_file():
+        lines += ["![roc](evaluation/roc.png)", ""]
     path = out / "summary.md"
     path.write_text("\n".join(lines))
     return path
@@ -342,11 +446,25 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     p.add_argument("--seed", type=int, default=0, help="seed for every stage (default: 0)")
     p.add_argument(
         "--foreign",
-        type=evaluate.parse_foreign,
+        type=parse_named_dir,
         action="append",
         default=[],
         metavar="NAME=DIR",
         help="images of a generator never trained on, for the evaluation; repeatable",
+    )
+    p.add_argument(
+        "--real-extra",
+        type=parse_named_dir,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="real photos from another source (e.g. full-size clinic photos), for the "
+        "evaluation's false-positive rates; repeatable",
+    )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also train the VGG16 on the general detector's multi-source data (not served)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -364,7 +482,9 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
         out=a.out,
         profile=a.profile,
         seed=a.seed,
-        foreign=dict(a.foreign),
+        foreign=unique_named(a.foreign, "--foreign"),
+        real_extra=unique_named(a.real_extra, "--real-extra"),
+        ablation=a.ablation,
         device=a.device,
         threads=a.threads,
         force=tuple(a.force),

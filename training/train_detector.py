@@ -1,36 +1,38 @@
-"""Train the paper's detector (VGG16 + two-layer head) on real vs synthetic skin lesions.
+"""Train a real-vs-synthetic detector: the paper's VGG16 or the general NPR detector, one loop.
 
-Data. Real images come only from the ``detector_train`` / ``detector_val`` lesions of
-``training.data.split_by_lesion`` (same defaults as the GAN, so the lesions the generator was
-trained on never reach the detector). Synthetic PNGs from ``training.synthesize`` are split into
-train/val/test by a hash of their file name (:func:`split_synthetic`), so adding files never
-moves the others and ``training.evaluate`` finds the same held-out set. Both lists go into
-``RUN_DIR/split.csv``. Positive class = synthetic.
+Architectures (``--arch``):
 
-Pixels. Every image, of either class, is decoded once through ``models.preprocessing.load_uint8``
-(decode -> centre square crop -> resize, 128 px by default) and kept as uint8; each step applies
-``training.augment.Augment``, which never sees the labels, then ImageNet normalisation. The
-format-bias control (every training image of both classes re-encoded as JPEG at a random quality
-30-100, see ``training/augment.py``) is on by default (``--jpeg-prob 1``).
+- ``vgg16``: Abbasi et al. 2024: ImageNet VGG16 + two Linear-4096 layers (``models.detector``),
+  input centre-square-cropped and resized, threshold by Youden J on validation (the paper's row).
+- ``npr``: Tan et al. 2024 (``models.npr``): a truncated ResNet on the neighbouring-pixel residual,
+  trained from scratch on native-resolution crops (no resizing of either class), threshold at a
+  target false-positive rate on real validation photos, with an inconclusive band.
 
-Batches are class-balanced: each step takes ``batch_size/2`` real and ``batch_size/2``
-synthetic images per rank (the smaller class cycles faster); an epoch is one pass over the
-larger class. Loss: BCEWithLogits. Optimiser: AdamW (lr 1e-4, weight decay 1e-4) with linear
-warm-up then cosine decay to 0 over the run. Every ``--eval-every`` steps (default: each epoch)
-the model is scored on the validation images; the checkpoint with the best validation ROC-AUC
-(ties: lower validation loss) is written to ``detector.safetensors`` with the decision threshold
-chosen on those validation scores (Youden J); training stops after ``--patience`` evaluations
-without improvement. ``state.pt`` holds everything ``--resume`` needs. DDP through ``torchrun``:
-each rank takes its own slice of every class batch; rank 0 logs and saves.
+Data (``training.detector_data``). Real images: the ``detector_*`` lesions only. Fakes: one or
+more named sources (``--fake NAME=DIR``, e.g. the SNGAN's PNGs and the upsampler zoo of
+``training.fakes``), and optionally sources held out of training (``--held-out NAME=DIR``, e.g. a
+DCGAN): those choose the checkpoint and stop training (leave-one-source-out), so model selection
+rewards transfer to a generator the model never trained on. Batches are class-balanced (half
+real, half fake; the fake half drawn from all training sources pooled).
+
+Pixels. Both classes take the same path: decode through ``models.preprocessing`` (the service's
+path), then ``training.augment.Augment``, which never sees the labels; its JPEG re-encoding of
+every training image of both classes at a random quality is the format-bias control.
+
+Selection and operating point. Every ``--eval-every`` steps the model scores the validation
+images. The selection score is the ROC-AUC of the held-out sources against the real validation
+photos (all validation fakes when nothing is held out); ties go to the lower validation loss.
+The best checkpoint is written to ``detector.safetensors`` with its operating point
+(``training.scoring.choose_operating_point``: Platt calibration, threshold, inconclusive
+band), chosen on validation images only. ``state.pt`` holds what ``--resume`` needs. DDP
+through ``torchrun``: each rank takes its own slice of every class batch; rank 0 logs and saves.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import math
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -46,43 +48,49 @@ from tqdm import tqdm
 
 from models.checkpoint import load_state, save_model, save_state, unwrap
 from models.detector import Detector, DetectorConfig, load_imagenet_weights
+from models.operating_point import OperatingPoint
 from models.preprocessing import PreprocessConfig, normalize
 from models.runtime import PRECISIONS, autocast, resolve_device, resolve_dtype
 from training.augment import Augment, AugmentConfig
 from training.common import (
     CsvLog,
     Dist,
+    batch_indices,
     close_distributed,
     init_distributed,
     seed_everything,
     write_json,
 )
-from training.data import (
-    DEFAULT_FRACTIONS,
-    SPLITS,
-    Record,
-    SplitConfig,
-    list_images,
-    load_splits,
-    preload,
-    write_manifest,
+from training.data import DEFAULT_FRACTIONS, SPLITS, SplitConfig, preload
+from training.detector_data import (
+    DEFAULT_SYNTHETIC_FRACTIONS,
+    SYNTHETIC_SALT,
+    DetectorData,
+    ImageBank,
+    Sources,
+    detector_sets,
+    parse_named_dir,
+    unique_named,
 )
-from training.metrics import (
-    THRESHOLD_CRITERIA,
-    binary_report,
-    nan_to_none,
-    select_threshold,
+from training.metrics import binary_report, nan_to_none, roc_auc
+from training.scoring import (
+    CRITERIA,
+    bce_from_logits,
+    calibrated,
+    choose_operating_point,
+    predict_logits,
+    sigmoid,
 )
 
-SYNTHETIC_SPLITS = ("train", "val", "test")
-DEFAULT_SYNTHETIC_FRACTIONS = (0.7, 0.15, 0.15)
-SYNTHETIC_SALT = "dermafake-synthetic-split"
+ARCHITECTURES = ("vgg16", "npr")
+DEFAULT_NAMES = {"vgg16": "vgg16-paper", "npr": "npr-general"}
 LOG_FIELDS = (
     "step",
     "epoch",
     "loss",
     "lr",
     "img_per_s",
+    "val_selection",
     "val_roc_auc",
     "val_loss",
     "val_balanced_accuracy",
@@ -93,10 +101,15 @@ LOG_FIELDS = (
 @dataclass
 class TrainConfig:
     data: Path
-    synthetic: Path
     out: Path
+    synthetic: Path | None = None  # shorthand for fakes={"sngan": synthetic}
+    fakes: dict[str, Path] = field(default_factory=dict)
+    held_out: dict[str, Path] = field(default_factory=dict)
+    arch: str = "vgg16"
+    name: str = ""
     epochs: int = 1
     steps: int = 0
+    time_limit_min: float = 0.0
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 1e-4
@@ -113,7 +126,9 @@ class TrainConfig:
     eval_every: int = 0
     eval_batch_size: int = 32
     patience: int = 3
-    threshold_criterion: str = "youden"
+    threshold_criterion: str = "auto"
+    target_fpr: float = 0.05
+    inconclusive_fpr: float = 0.0
     split_fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
     split_seed: int = 0
     synthetic_fractions: tuple[float, float, float] = DEFAULT_SYNTHETIC_FRACTIONS
@@ -124,89 +139,55 @@ class TrainConfig:
     resume: bool = False
     quiet: bool = False
 
+    @property
+    def sources(self) -> Sources:
+        fakes = dict(self.fakes)
+        if self.synthetic is not None:
+            fakes.setdefault("sngan", Path(self.synthetic))
+        return Sources(fakes, dict(self.held_out))
 
-# ---------------------------------------------------------------- data
+    @property
+    def criterion(self) -> str:
+        """``auto``: the paper's Youden J for the VGG16, a target false-positive rate otherwise."""
+        if self.threshold_criterion != "auto":
+            return self.threshold_criterion
+        return "youden" if self.arch == "vgg16" else "fpr"
 
-
-def split_synthetic(
-    paths: Sequence[Path], fractions: Sequence[float] = DEFAULT_SYNTHETIC_FRACTIONS
-) -> dict[str, list[Path]]:
-    """Deterministic train/val/test split of synthetic files by a SHA-256 of the file name."""
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"synthetic fractions must be three numbers summing to 1: {fractions}")
-    bounds = np.cumsum(fractions)
-    out: dict[str, list[Path]] = {s: [] for s in SYNTHETIC_SPLITS}
-    for p in sorted(paths):
-        h = hashlib.sha256(f"{SYNTHETIC_SALT}:{p.name}".encode()).digest()
-        u = int.from_bytes(h[:8], "big") / 2**64
-        idx = int(np.searchsorted(bounds, u, side="right"))
-        out[SYNTHETIC_SPLITS[min(idx, 2)]].append(p)
-    return out
-
-
-def subsample(items: Sequence[Any], limit: int, seed: int) -> list[Any]:
-    """A seeded random subset of at most ``limit`` items (0 = all), in the original order.
-    (The lesion split is ordered by diagnosis, so "the first N" would be one diagnosis.)"""
-    if limit <= 0 or len(items) <= limit:
-        return list(items)
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in keep]
+    @property
+    def model_name(self) -> str:
+        return self.name or DEFAULT_NAMES[self.arch]
 
 
-@dataclass
-class DetectorData:
-    """Real and synthetic paths of one split, and the split record for the manifest."""
-
-    real: list[Path]
-    synthetic: list[Path]
+# ---------------------------------------------------------------- model
 
 
-def detector_sets(
-    data: Path,
-    synthetic: Path,
-    split: SplitConfig,
-    synthetic_fractions: Sequence[float],
-    limits: dict[str, int],
-    seed: int,
-    manifest: Path | None = None,
-) -> dict[str, DetectorData]:
-    """{"train","val","test"} -> real detector_* paths and synthetic paths (seeded limits)."""
-    splits = load_splits(data, split)
-    syn = split_synthetic(list_images(synthetic), synthetic_fractions)
-    sets: dict[str, DetectorData] = {}
-    for name in SYNTHETIC_SPLITS:
-        real = subsample(splits.get(f"detector_{name}", []), limits.get(name, 0), seed)
-        fake = subsample(syn[name], limits.get(name, 0), seed + 1)
-        sets[name] = DetectorData([r.path for r in real], fake)
-    if manifest is not None:
-        rows: dict[str, list[Record]] = dict(splits)
-        for name in SYNTHETIC_SPLITS:
-            used = set(sets[name].synthetic)
-            rows[f"synthetic_{name}"] = [
-                Record(p.stem, "", "synthetic" if p in used else "synthetic_unused", p)
-                for p in syn[name]
-            ]
-        write_manifest(rows, manifest)
-    return sets
+def preprocess_for(cfg: TrainConfig) -> PreprocessConfig:
+    """The input path of each architecture (saved in the checkpoint, used by the service)."""
+    crop = "native" if cfg.arch == "npr" else "center_square"
+    return PreprocessConfig(image_size=cfg.image_size, crop=crop)
 
 
-class _PermCache:
-    """An endless stream of seeded per-epoch permutations of ``range(n)``; batch ``step`` is
-    items ``[step*k, step*k+k)``, a function of the step alone, so ``--resume`` continues the
-    exact stream without saving sampler state."""
+def build_model(cfg: TrainConfig) -> nn.Module:
+    if cfg.arch == "npr":
+        from models.npr import NPRConfig, NPRDetector
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.cache = n, seed, {}
+        return NPRDetector(NPRConfig(image_size=cfg.image_size))
+    if cfg.arch != "vgg16":
+        raise ValueError(f"unknown architecture {cfg.arch!r}; choose from {ARCHITECTURES}")
+    model = Detector(DetectorConfig(image_size=cfg.image_size, dropout=cfg.dropout))
+    if cfg.pretrained != "none":
+        load_imagenet_weights(model, cfg.pretrained, allow_download=cfg.allow_download)
+    return model
 
-    def take(self, k: int, step: int) -> torch.Tensor:
-        out = []
-        for j in range(step * k, step * k + k):
-            epoch, pos = divmod(j, self.n)
-            if epoch not in self.cache:
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                self.cache = {epoch: torch.randperm(self.n, generator=g)}
-            out.append(int(self.cache[epoch][pos]))
-        return torch.tensor(out, dtype=torch.long)
+
+def lr_factor(step: int, total: int, warmup: int, time_fraction: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total`` steps, or at the
+    time limit when that comes first (``time_fraction`` = elapsed / limit), so a time-capped
+    run still ends on a decayed learning rate."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = max((step - warmup) / max(1, total - warmup), time_fraction)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def training_batch(
@@ -222,83 +203,76 @@ def training_batch(
     return images, labels
 
 
-# ---------------------------------------------------------------- model
+# ---------------------------------------------------------------- validation
 
 
-def build_model(cfg: TrainConfig) -> Detector:
-    model = Detector(DetectorConfig(image_size=cfg.image_size, dropout=cfg.dropout))
-    if cfg.pretrained != "none":
-        load_imagenet_weights(model, cfg.pretrained, allow_download=cfg.allow_download)
-    return model
+@dataclass
+class Validation:
+    """Validation images (centre crops, as served), their labels and source names."""
 
+    images: torch.Tensor
+    labels: np.ndarray
+    source: np.ndarray  # "real" or the fake source's name
+    held_out: tuple[str, ...]
 
-@torch.inference_mode()
-def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    preprocess: PreprocessConfig,
-    device: torch.device,
-    dtype: torch.dtype,
-    *,
-    batch_size: int = 32,
-    channels_last: bool = True,
-    desc: str = "scoring",
-    quiet: bool = False,
-) -> np.ndarray:
-    """Logits (float64) for a uint8 batch (N, 3, S, S) with the model in eval mode."""
-    was_training = model.training
-    model.eval()
-    out = []
-    starts = range(0, images.shape[0], batch_size)
-    for i in tqdm(starts, desc=desc, unit="batch", disable=quiet, leave=False):
-        x = normalize(images[i : i + batch_size].to(device), preprocess)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, dtype):
-            out.append(model(x).float().cpu())
-    model.train(was_training)
-    if not out:
-        return np.zeros(0, dtype=np.float64)
-    return torch.cat(out).double().numpy()
+    @classmethod
+    def load(
+        cls, val: DetectorData, sources: Sources, pre: PreprocessConfig, quiet: bool
+    ) -> Validation:
+        images = torch.cat(
+            [
+                preload(val.real, pre, desc="real val", quiet=quiet),
+                preload(val.synthetic, pre, desc="synthetic val", quiet=quiet),
+            ]
+        )
+        labels = np.array([0] * len(val.real) + [1] * len(val.synthetic))
+        source = np.array(["real"] * len(val.real) + list(val.source))
+        return cls(images, labels, source, tuple(sources.held_out))
 
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """P(synthetic) in float64 (keeps resolution where float32 would round to exactly 1.0)."""
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-
-
-def bce_from_logits(labels: np.ndarray, logits: np.ndarray) -> float:
-    t = torch.from_numpy(np.asarray(logits, dtype=np.float64))
-    y = torch.from_numpy(np.asarray(labels, dtype=np.float64))
-    return float(nn.functional.binary_cross_entropy_with_logits(t, y))
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-# ---------------------------------------------------------------- training
+    def report(
+        self, logits: np.ndarray, criterion: str, target_fpr: float, band: float
+    ) -> tuple[dict[str, Any], OperatingPoint]:
+        """Validation metrics at the operating point chosen on these same images."""
+        point = choose_operating_point(
+            self.labels, logits, criterion, target_fpr, band if band > 0 else None
+        )
+        probs = calibrated(point, logits)
+        report = binary_report(self.labels, probs, point.threshold)
+        report["loss"] = bce_from_logits(self.labels, logits)
+        report["ece_uncalibrated"] = binary_report(self.labels, sigmoid(logits), 0.5)["ece"]
+        real = probs[self.source == "real"]
+        per_source = {}
+        for name in sorted(set(self.source.tolist()) - {"real"}):
+            fake = probs[self.source == name]
+            y = np.r_[np.zeros(real.size), np.ones(fake.size)]
+            per_source[name] = {
+                "count": int(fake.size),
+                "held_out": name in self.held_out,
+                "roc_auc_vs_real": roc_auc(y, np.r_[real, fake]),
+                "flagged_synthetic": float(np.mean(fake >= point.threshold)),
+            }
+        report["per_source"] = per_source
+        held = [per_source[n]["roc_auc_vs_real"] for n in self.held_out if n in per_source]
+        report["selection"] = float(np.mean(held)) if held else report["roc_auc"]
+        report["selection_on"] = "held-out sources" if held else "all validation fakes"
+        report["operating_point"] = point.to_dict()
+        return report, point
 
 
 def _validate(
     model: nn.Module,
-    val_images: torch.Tensor,
-    val_labels: np.ndarray,
+    val: Validation,
     cfg: TrainConfig,
     preprocess: PreprocessConfig,
     device: torch.device,
     dtype: torch.dtype,
     ctx: Dist,
-) -> dict[str, Any]:
-    """Score the validation set (sharded over ranks, gathered), pick the threshold, report."""
-    idx = np.arange(val_images.shape[0])[ctx.rank :: ctx.world_size]
+) -> tuple[dict[str, Any], OperatingPoint]:
+    """Score the validation set (sharded over ranks, gathered), choose the operating point."""
+    idx = np.arange(val.images.shape[0])[ctx.rank :: ctx.world_size]
     logits = predict_logits(
         model,
-        val_images[torch.from_numpy(idx)],
+        val.images[torch.from_numpy(idx)],
         preprocess,
         device,
         dtype,
@@ -310,23 +284,73 @@ def _validate(
     if ctx.enabled:
         parts: list[Any] = [None] * ctx.world_size
         dist.all_gather_object(parts, (idx, logits))
-        full = np.zeros(val_images.shape[0], dtype=np.float64)
+        full = np.zeros(val.images.shape[0], dtype=np.float64)
         for i, lg in parts:
             full[i] = lg
         logits = full
-    probs = sigmoid(logits)
-    threshold, j = select_threshold(val_labels, probs, cfg.threshold_criterion)
-    report = binary_report(val_labels, probs, threshold)
-    report["loss"] = bce_from_logits(val_labels, logits)
-    report["threshold_criterion"] = cfg.threshold_criterion
-    report["threshold_criterion_value"] = j
-    return report
+    return val.report(logits, cfg.criterion, cfg.target_fpr, cfg.inconclusive_fpr)
+
+
+# ---------------------------------------------------------------- training
+
+
+class Progress:
+    """tqdm over steps, or over seconds when a time limit caps the run (so the bar and its ETA
+    say when the stage will end, not when an uncapped step count would)."""
+
+    def __init__(self, total_steps: int, start: int, limit_s: float, quiet: bool) -> None:
+        self.limit_s = limit_s
+        self.t0 = time.perf_counter()
+        if limit_s > 0:
+            fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
+            self.bar = tqdm(total=limit_s, desc="detector", bar_format=fmt, disable=quiet)
+        else:
+            self.bar = tqdm(
+                total=total_steps, initial=start, desc="detector", unit="step", disable=quiet
+            )
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def update(self, step: int, loss: float) -> None:
+        if self.limit_s > 0:
+            self.bar.n = min(self.limit_s, self.elapsed())
+            self.bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
+            self.bar.refresh()
+        else:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+
+    def out_of_time(self) -> bool:
+        return self.limit_s > 0 and self.elapsed() >= self.limit_s
+
+    def write(self, text: str) -> None:
+        self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _check_sets(sets: dict[str, DetectorData], sources: Sources) -> None:
+    for name in ("train", "val"):
+        s = sets[name]
+        if not s.real or not s.synthetic:
+            raise ValueError(
+                f"the {name} split has {len(s.real)} real and {len(s.synthetic)} synthetic "
+                "images; both classes are needed (more synthetic images or other fractions)"
+            )
+    for held in sources.held_out:
+        if not sets["val"].of_source(held):
+            raise ValueError(f"held-out source {held!r} has no validation images")
 
 
 def main(cfg: TrainConfig) -> dict[str, Any]:
     """Train; returns the best validation report (the one saved in ``detector.safetensors``)."""
     if cfg.batch_size < 2 or cfg.batch_size % 2:
         raise ValueError("--batch-size must be even (half real, half synthetic) and >= 2")
+    if cfg.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {cfg.arch!r}; choose from {ARCHITECTURES}")
+    sources = cfg.sources
     device = resolve_device(cfg.device)
     ctx = init_distributed(device)
     if device.type == "cuda":
@@ -338,41 +362,30 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     seed_everything(cfg.seed + ctx.rank)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    preprocess = PreprocessConfig(image_size=cfg.image_size)
+    preprocess = preprocess_for(cfg)
     split = SplitConfig(dict(cfg.split_fractions), cfg.split_seed)
     limits = {"train": cfg.limit_images, "val": cfg.val_limit or cfg.limit_images}
     sets = detector_sets(
         cfg.data,
-        cfg.synthetic,
+        sources,
         split,
         cfg.synthetic_fractions,
         limits,
         cfg.seed,
         manifest=out / "split.csv" if ctx.is_main else None,
     )
-    train, val = sets["train"], sets["val"]
-    for name, s in (("train", train), ("val", val)):
-        if not s.real or not s.synthetic:
-            raise ValueError(
-                f"the {name} split has {len(s.real)} real and {len(s.synthetic)} synthetic "
-                "images; both classes are needed (more synthetic images or other fractions)"
-            )
+    _check_sets(sets, sources)
+    train = sets["train"]
     if ctx.is_main:
         write_json(out / "config.json", {**dataclasses.asdict(cfg), "dtype": str(dtype)})
     quiet = cfg.quiet or not ctx.is_main
-    real_x = preload(train.real, preprocess, desc="real train", quiet=quiet)
-    syn_x = preload(train.synthetic, preprocess, desc="synthetic train", quiet=quiet)
-    val_x = torch.cat(
-        [
-            preload(val.real, preprocess, desc="real val", quiet=quiet),
-            preload(val.synthetic, preprocess, desc="synthetic val", quiet=quiet),
-        ]
-    )
-    val_y = np.array([0] * len(val.real) + [1] * len(val.synthetic))
+    real_bank = ImageBank(train.real, preprocess, desc="real train", quiet=quiet)
+    fake_bank = ImageBank(train.synthetic, preprocess, desc="synthetic train", quiet=quiet)
+    val = Validation.load(sets["val"], sources, preprocess, quiet)
 
     half = cfg.batch_size // 2
     per_step = half * ctx.world_size  # images of each class per optimiser step, all ranks
-    steps_per_epoch = math.ceil(max(len(train.real), len(train.synthetic)) / per_step)
+    steps_per_epoch = math.ceil(max(len(real_bank), len(fake_bank)) / per_step)
     total = cfg.epochs * steps_per_epoch
     if cfg.steps > 0:
         total = min(total, cfg.steps)
@@ -382,18 +395,14 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, cfg.warmup_steps)
-    )
-    step, best_auc, best_loss, bad_evals, best_report = 0, -1.0, math.inf, 0, {}
+    step, best_score, best_loss, bad_evals, best_report = 0, -1.0, math.inf, 0, {}
     state_path = out / "state.pt"
     if cfg.resume and state_path.is_file():
         state = load_state(state_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
-        best_auc, best_loss = float(state["best_auc"]), float(state["best_loss"])
+        best_score, best_loss = float(state["best_score"]), float(state["best_loss"])
         bad_evals = int(state["bad_evals"])
         best_report = dict(state.get("best_report", {}))
         torch.set_rng_state(state["torch_rng"][ctx.rank % len(state["torch_rng"])])
@@ -407,30 +416,32 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     log = CsvLog(out / "log.csv", LOG_FIELDS, resume_step=step) if ctx.is_main else None
     augment = Augment(cfg.augment)
     loss_fn = nn.BCEWithLogitsLoss()
-    real_perm, syn_perm = (
-        _PermCache(len(train.real), cfg.seed),
-        _PermCache(len(train.synthetic), cfg.seed + 7919),
-    )
+    sources_info = sources.to_dict()
+    train_counts = {"real": len(real_bank), "synthetic": len(fake_bank)}
+    train_counts.update({f"source:{n}": len(train.of_source(n)) for n in sources.train})
 
-    def save_checkpoint(report: dict[str, Any]) -> None:
+    def save_checkpoint(report: dict[str, Any], point: OperatingPoint) -> None:
         save_model(
             out / "detector.safetensors",
             model,
             preprocess,
-            threshold=float(report["threshold"]),
+            threshold=float(point.threshold),
             step=step,
             metrics={"validation": nan_to_none(report)},
             extra={
+                "name": cfg.model_name,
+                "architecture": cfg.arch,
+                "operating_point": point.to_dict(),
+                "sources": sources_info,
                 "split": {"fractions": split.fractions, "seed": split.seed},
                 "synthetic_split": {
                     "fractions": list(cfg.synthetic_fractions),
                     "salt": SYNTHETIC_SALT,
                 },
-                "threshold_criterion": cfg.threshold_criterion,
+                "threshold_criterion": cfg.criterion,
                 "augment": dataclasses.asdict(cfg.augment),
                 "data": str(cfg.data),
-                "synthetic": str(cfg.synthetic),
-                "train_counts": {"real": len(train.real), "synthetic": len(train.synthetic)},
+                "train_counts": train_counts,
             },
         )
 
@@ -445,9 +456,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
                 {
                     "model": unwrap(model).state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
                     "step": step,
-                    "best_auc": best_auc,
+                    "best_score": best_score,
                     "best_loss": best_loss,
                     "bad_evals": bad_evals,
                     "best_report": nan_to_none(best_report),
@@ -456,14 +466,26 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
             )
 
     train_model.train()
-    bar = tqdm(total=total, initial=step, desc="detector", unit="step", disable=quiet)
+    progress = Progress(total, step, 60 * cfg.time_limit_min, quiet)
+
+    def set_lr() -> float:
+        fraction = progress.elapsed() / progress.limit_s if progress.limit_s > 0 else 0.0
+        lr = cfg.lr * lr_factor(step, total, cfg.warmup_steps, fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
     t0, seen, loss_sum, n_loss = time.perf_counter(), 0, 0.0, 0
-    stopped_early = False
+    stop_reason = ""
     while step < total:
-        ri = real_perm.take(per_step, step)[ctx.rank * half : (ctx.rank + 1) * half]
-        si = syn_perm.take(per_step, step)[ctx.rank * half : (ctx.rank + 1) * half]
+        lr = set_lr()
+        ri = batch_indices(step, len(real_bank), per_step, cfg.seed)
+        si = batch_indices(step, len(fake_bank), per_step, cfg.seed + 7919)
+        mine = slice(ctx.rank * half, (ctx.rank + 1) * half)
         g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 64 + ctx.rank)
-        batch, y = training_batch(real_x[ri], syn_x[si], augment, g)
+        batch, y = training_batch(
+            real_bank.batch(ri[mine], g), fake_bank.batch(si[mine], g), augment, g
+        )
         x = normalize(batch.to(device), preprocess)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -473,61 +495,62 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        scheduler.step()
         step += 1
         seen += batch.shape[0] * ctx.world_size
         loss_sum += float(loss.detach())
         n_loss += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        progress.update(step, float(loss.detach()))
+        out_of_time = progress.out_of_time()
+        last = step == total or out_of_time
         row: dict[str, Any] = {}
-        if step % cfg.log_every == 0 or step == total or step % eval_every == 0:
+        if step % cfg.log_every == 0 or last or step % eval_every == 0:
             dt = time.perf_counter() - t0
             row = {
                 "step": step,
                 "epoch": f"{step / steps_per_epoch:.3f}",
                 "loss": loss_sum / max(1, n_loss),
-                "lr": scheduler.get_last_lr()[0],
+                "lr": lr,
                 "img_per_s": seen / dt if dt > 0 else 0.0,
             }
             t0, seen, loss_sum, n_loss = time.perf_counter(), 0, 0.0, 0
-        if step % eval_every == 0 or step == total:
-            report = _validate(model, val_x, val_y, cfg, preprocess, device, dtype, ctx)
-            auc = report["roc_auc"] if math.isfinite(report["roc_auc"]) else 0.0
-            improved = auc > best_auc + 1e-9 or (
-                abs(auc - best_auc) <= 1e-9 and report["loss"] < best_loss
+        if step % eval_every == 0 or last:
+            report, point = _validate(model, val, cfg, preprocess, device, dtype, ctx)
+            score = report["selection"] if math.isfinite(report["selection"]) else 0.0
+            improved = score > best_score + 1e-9 or (
+                abs(score - best_score) <= 1e-9 and report["loss"] < best_loss
             )
             if improved:
-                best_auc, best_loss, bad_evals, best_report = auc, report["loss"], 0, report
+                best_score, best_loss, bad_evals, best_report = score, report["loss"], 0, report
                 if ctx.is_main:
-                    save_checkpoint(report)
+                    save_checkpoint(report, point)
             else:
                 bad_evals += 1
             row.update(
+                val_selection=report["selection"],
                 val_roc_auc=report["roc_auc"],
                 val_loss=report["loss"],
                 val_balanced_accuracy=report["balanced_accuracy"],
-                threshold=report["threshold"],
+                threshold=point.threshold,
             )
             if ctx.is_main:
-                bar.write(
-                    f"step {step}: val ROC-AUC {report['roc_auc']:.4f} "
-                    f"loss {report['loss']:.4f} bal.acc {report['balanced_accuracy']:.4f} "
-                    f"threshold {report['threshold']:.4g}" + (" (best)" if improved else "")
+                progress.write(
+                    f"step {step}: selection ({report['selection_on']}) ROC-AUC "
+                    f"{report['selection']:.4f}, all val ROC-AUC {report['roc_auc']:.4f} "
+                    f"loss {report['loss']:.4f} threshold {point.threshold:.4g}"
+                    + (" (best)" if improved else "")
                 )
             save_training_state()
             if bad_evals >= cfg.patience and step < total:
-                stopped_early = True
+                stop_reason = f"no better selection score in {cfg.patience} evaluations"
+        if out_of_time and not stop_reason and step < total:
+            stop_reason = f"time limit of {cfg.time_limit_min:g} min reached"
         if log is not None and row:
             log.write(row)
-        if stopped_early:
+        if stop_reason:
             if ctx.is_main:
-                bar.write(
-                    f"early stop at step {step}: no better validation ROC-AUC in "
-                    f"{cfg.patience} evaluations"
-                )
+                progress.write(f"stopped at step {step}: {stop_reason}")
             break
-    bar.close()
+    progress.close()
     if ctx.is_main:
         write_json(
             out / "train_summary.json",
@@ -536,11 +559,12 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
                     "step": step,
                     "total_steps": total,
                     "steps_per_epoch": steps_per_epoch,
-                    "stopped_early": stopped_early,
+                    "stopped_early": bool(stop_reason),
+                    "stop_reason": stop_reason,
                     "best_validation": best_report,
                     "counts": {
-                        "train": {"real": len(train.real), "synthetic": len(train.synthetic)},
-                        "val": {"real": len(val.real), "synthetic": len(val.synthetic)},
+                        "train": train_counts,
+                        "val": {"real": len(sets["val"].real), "synthetic": len(val.labels)},
                     },
                 }
             ),
@@ -574,15 +598,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a = p.add_argument
     a("--data", type=Path, required=True, help="HAM10000 folder (images/ + metadata CSV)")
-    a(
-        "--synthetic",
-        type=Path,
-        required=True,
-        help="folder of synthetic PNGs (training.synthesize)",
-    )
     a("--out", type=Path, required=True, help="run folder: checkpoint, state, config, log, split")
+    a("--arch", choices=ARCHITECTURES, default="vgg16", help="vgg16 (the paper) or npr (general)")
+    a("--name", default="", help="model name in the service and reports (default per --arch)")
+    a(
+        "--fake",
+        type=parse_named_dir,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        dest="fakes",
+        help="a fake source to train on (repeatable): training.synthesize or training.fakes "
+        "output; its train split trains, its val split validates",
+    )
+    a("--synthetic", type=Path, default=None, help="shorthand for --fake sngan=DIR")
+    a(
+        "--held-out",
+        type=parse_named_dir,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a fake source never trained on (repeatable): its val split chooses the checkpoint "
+        "and stops training (leave-one-source-out)",
+    )
     a("--epochs", type=int, default=1, help="passes over the larger class (default 1)")
     a("--steps", type=int, default=0, help="cap on optimiser steps (0 = no cap)")
+    a("--time-limit-min", type=float, default=0.0, help="stop after N minutes (0 = no limit)")
     a("--batch-size", type=int, default=16, help="per-rank batch, half real half synthetic")
     a("--lr", type=float, default=1e-4, help="AdamW peak learning rate (default 1e-4)")
     a("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
@@ -590,12 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--pretrained",
         default="imagenet",
-        help="backbone init: 'imagenet' (torch hub cache, as the paper), 'none' (from scratch) "
-        "or a path to a vgg16-397923af.pth-style state dict",
+        help="vgg16 backbone init: 'imagenet' (torch hub cache, as the paper), 'none' (from "
+        "scratch) or a path to a vgg16-397923af.pth-style state dict; npr always from scratch",
     )
     a("--allow-download", action="store_true", help="let --pretrained imagenet download weights")
     a("--image-size", type=int, default=128, help="input size in px (paper: 128)")
-    a("--dropout", type=float, default=0.5, help="dropout in the head (default 0.5)")
+    a("--dropout", type=float, default=0.5, help="dropout in the vgg16 head (default 0.5)")
     a("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 only where native")
     a("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     a("--no-channels-last", dest="channels_last", action="store_false", help="NCHW tensors")
@@ -626,9 +667,24 @@ def build_parser() -> argparse.ArgumentParser:
     a("--patience", type=int, default=3, help="early stop after N evaluations without gain")
     a(
         "--threshold-criterion",
-        choices=THRESHOLD_CRITERIA,
-        default="youden",
-        help="how the validation scores choose the decision threshold",
+        choices=("auto", *CRITERIA),
+        default="auto",
+        help="how validation sets the threshold: fpr (target false-positive rate on real "
+        "photos, with an inconclusive band), youden or accuracy; auto = youden for vgg16 "
+        "(the paper), fpr otherwise",
+    )
+    a(
+        "--target-fpr",
+        type=float,
+        default=0.05,
+        help="share of real validation photos the threshold may flag (fpr criterion; 0.05)",
+    )
+    a(
+        "--inconclusive-fpr",
+        type=float,
+        default=0.0,
+        help="lower edge of the inconclusive band, as the share of real validation photos "
+        "at or above it (0 = twice --target-fpr)",
     )
     a(
         "--split-fractions",
@@ -642,10 +698,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--synthetic-fractions",
         type=_synthetic_fractions,
         default=DEFAULT_SYNTHETIC_FRACTIONS,
-        help="synthetic train,val,test fractions by file-name hash (default 0.7,0.15,0.15)",
+        help="fake train,val,test fractions by file-name hash (default 0.7,0.15,0.15)",
     )
-    a("--limit-images", type=int, default=0, help="cap per class per split, seeded (0 = all)")
-    a("--val-limit", type=int, default=0, help="cap per class on validation (0 = --limit-images)")
+    a(
+        "--limit-images",
+        type=int,
+        default=0,
+        help="cap on real images and on each source's images per split, seeded (0 = all)",
+    )
+    a("--val-limit", type=int, default=0, help="the same cap on validation (0 = --limit-images)")
     a("--seed", type=int, default=0, help="seed for init, sampling and augmentation")
     a("--log-every", type=int, default=10, help="log.csv row every N steps")
     a("--resume", action="store_true", help="continue from RUN_DIR/state.pt if present")
@@ -666,8 +727,17 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         rescale_prob=ns.rescale_prob,
         rescale_min=ns.rescale_min,
     )
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"augment"}
-    return TrainConfig(augment=augment, **{k: v for k, v in vars(ns).items() if k in fields})
+    if not ns.fakes and ns.synthetic is None:
+        raise SystemExit("give at least one fake source: --fake NAME=DIR (or --synthetic DIR)")
+    fakes = unique_named(ns.fakes, "--fake")
+    held_out = unique_named(ns.held_out, "--held-out")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"augment", "fakes", "held_out"}
+    return TrainConfig(
+        augment=augment,
+        fakes=fakes,
+        held_out=held_out,
+        **{k: v for k, v in vars(ns).items() if k in fields},
+    )
 
 
 if __name__ == "__main__":

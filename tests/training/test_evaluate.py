@@ -1,101 +1,168 @@
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from models.checkpoint import read_meta
+from models.operating_point import OperatingPoint, overall_verdict
 from tests.training.test_train_detector import make_synthetic
 from training import evaluate, train_detector
 from training.augment import PERTURBATIONS
 
 
-@pytest.fixture(scope="module")
-def trained(ham_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """One step at the paper's 128 px on a handful of images."""
-    synthetic = make_synthetic(tmp_path_factory.mktemp("synthetic"), n=30, size=64, seed=2)
-    out = tmp_path_factory.mktemp("run")
+def _train(ham_dir: Path, out: Path, *args: str) -> Path:
+    common = ["--data", str(ham_dir), "--out", str(out), "--batch-size", "2", "--steps", "1"]
     train_detector.main(
-        train_detector.parse_args(
-            [
-                "--data",
-                str(ham_dir),
-                "--synthetic",
-                str(synthetic),
-                "--out",
-                str(out),
-                "--pretrained",
-                "none",
-                "--batch-size",
-                "2",
-                "--steps",
-                "1",
-                "--limit-images",
-                "4",
-                "--quiet",
-            ]
-        )
+        train_detector.parse_args([*common, "--limit-images", "4", "--quiet", *args])
     )
-    return out / "detector.safetensors", synthetic
+    return out / "detector.safetensors"
 
 
-def test_evaluation_report(
-    trained: tuple[Path, Path], ham_dir: Path, shared_data: Path, tmp_path: Path
-) -> None:
-    checkpoint, synthetic = trained
-    foreign = shared_data / "generated-eval" / "dcgan-cannata-64"
+@pytest.fixture(scope="module")
+def trained(ham_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A one-step VGG16 on the SNGAN source and a one-step NPR on two sources with one held
+    out: the shape of the pipeline's two served detectors, at toy size."""
+    sngan = make_synthetic(tmp_path_factory.mktemp("sngan"), n=30, size=64, seed=2)
+    other = make_synthetic(tmp_path_factory.mktemp("other"), n=30, size=32, seed=3)
+    held = make_synthetic(tmp_path_factory.mktemp("held"), n=30, size=64, seed=4)
+    vgg = _train(
+        ham_dir,
+        tmp_path_factory.mktemp("vgg"),
+        "--synthetic",
+        str(sngan),
+        "--pretrained",
+        "none",
+        "--image-size",
+        "32",
+    )
+    npr = _train(
+        ham_dir,
+        tmp_path_factory.mktemp("npr"),
+        "--arch",
+        "npr",
+        "--image-size",
+        "32",
+        "--fake",
+        f"sngan={sngan}",
+        "--fake",
+        f"other={other}",
+        "--held-out",
+        f"held={held}",
+    )
+    return {"vgg16-paper": vgg, "npr-general": npr}
+
+
+@pytest.fixture(scope="module")
+def report_dir(
+    trained: dict[str, Path],
+    ham_dir: Path,
+    clinic_photos: list[Path],
+    shared_data: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    photos = tmp_path_factory.mktemp("photos")
+    for p in clinic_photos[:3]:  # links, not copies: three full-size clinic photos
+        (photos / p.name).symlink_to(p)
+    out = tmp_path_factory.mktemp("evaluation")
     cfg = evaluate.parse_args(
         [
-            "--checkpoint",
-            str(checkpoint),
+            *(a for p in trained.values() for a in ("--checkpoint", str(p))),
             "--data",
             str(ham_dir),
-            "--synthetic",
-            str(synthetic),
             "--out",
-            str(tmp_path),
+            str(out),
             "--limit",
             "4",
             "--foreign",
-            f"dcgan={foreign}",
+            f"dcgan={shared_data / 'generated-eval' / 'dcgan-cannata-64'}",
+            "--real-extra",
+            f"clinic={photos}",
+            "--threads",
+            "1",
             "--quiet",
         ]
     )
     evaluate.main(cfg)
-    for name in ("report.json", "report.md", "confusion_matrix.png", "roc.png", "examples.png"):
-        assert (tmp_path / name).is_file(), name
-    report = json.loads((tmp_path / "report.json").read_text())
-    test = report["test"]
-    n_test = test["counts"]["real"] + test["counts"]["synthetic"]
-    assert test["counts"]["real"] == 4 and test["counts"]["synthetic"] >= 1
-    assert sum(test["confusion_matrix"].values()) == n_test
-    for key in ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "ece"):
-        assert key in test
-    # the threshold is the checkpoint's (chosen on validation), not re-tuned on test
-    from models.checkpoint import read_meta
-
-    assert report["threshold"] == read_meta(checkpoint).threshold == test["threshold"]
-    assert set(report["robustness"]) == set(PERTURBATIONS)
-    for r in report["robustness"].values():
-        assert sum(r["confusion_matrix"].values()) == n_test
-    dcgan = report["foreign"]["dcgan"]
-    assert dcgan["count"] == 8
-    assert 0.0 <= dcgan["flagged_synthetic"] <= 1.0
-    md = (tmp_path / "report.md").read_text()
-    assert "99.82%" in md and "jpeg_q75" in md and "dcgan" in md
+    return out
 
 
-def test_foreign_flag_needs_name(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit):
-        evaluate.parse_args(
-            [
-                "--checkpoint",
-                "x",
-                "--data",
-                "x",
-                "--synthetic",
-                "x",
-                "--out",
-                "x",
-                "--foreign",
-                "no-name-here",
-            ]
-        )
+def test_every_detector_is_reported_side_by_side(
+    report_dir: Path, trained: dict[str, Path]
+) -> None:
+    for name in ("report.json", "report.md", "roc.png", "examples.png", "scores.csv"):
+        assert (report_dir / name).is_file(), name
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["order"] == list(trained)
+    for name, path in trained.items():
+        entry = report["detectors"][name]
+        assert (report_dir / f"confusion_{name}.png").is_file()
+        meta = read_meta(path)
+        # the operating point is the checkpoint's (chosen on validation), never re-tuned here
+        assert entry["operating_point"]["threshold"] == meta.threshold
+        test = entry["test"]
+        assert sum(test["confusion_matrix"].values()) == sum(test["counts"].values())
+        assert set(entry["robustness"]) == set(PERTURBATIONS)
+        assert set(entry["resampling_control"]) == set(evaluate.CONTROLS)
+        assert entry["real_photos"]["clinic"]["count"] == 3
+        assert entry["foreign"]["dcgan"]["count"] == 8
+        # every source any detector knows is scored by every detector
+        assert set(entry["per_source"]) == {"sngan", "other", "held"}
+    vgg, npr = report["detectors"]["vgg16-paper"], report["detectors"]["npr-general"]
+    assert vgg["headline_sources"] == ["sngan"]
+    assert vgg["per_source"]["held"]["role"] == "unseen"
+    assert npr["per_source"]["held"]["role"] == "held out (validation)"
+    assert npr["per_source"]["other"]["role"] == "trained"
+    assert sorted(npr["headline_sources"]) == ["other", "sngan"]
+    md = (report_dir / "report.md").read_text()
+    assert "99.8%" in md and "jpeg_q75" in md and "foreign dcgan" in md and "clinic" in md
+
+
+def _scores(report_dir: Path) -> dict[tuple[str, str], np.ndarray]:
+    rows: dict[tuple[str, str], list[float]] = {}
+    with (report_dir / "scores.csv").open() as f:
+        for r in csv.DictReader(f):
+            rows.setdefault((r["model"], r["set"]), []).append(float(r["p_synthetic"]))
+    return {k: np.array(v) for k, v in rows.items()}
+
+
+def test_shares_and_overall_verdicts_follow_the_saved_operating_points(
+    report_dir: Path, trained: dict[str, Path]
+) -> None:
+    """Recount every flagged / inconclusive share from the per-image scores and the operating
+    points in the checkpoints: the report must agree image for image."""
+    report = json.loads((report_dir / "report.json").read_text())
+    scores = _scores(report_dir)
+    points = {
+        n: OperatingPoint.from_metadata(read_meta(p).threshold, read_meta(p).extra)
+        for n, p in trained.items()
+    }
+    for name, point in points.items():
+        entry = report["detectors"][name]
+        checks = {
+            "real:clinic": entry["real_photos"]["clinic"],
+            "foreign:dcgan": entry["foreign"]["dcgan"],
+            "source:held": entry["per_source"]["held"],
+            "control:jpeg_q50": entry["resampling_control"]["jpeg_q50"],
+        }
+        for key, shares in checks.items():
+            p = scores[(name, key)]
+            assert shares["flagged_synthetic"] == pytest.approx(np.mean(p >= point.threshold))
+            band = (p >= point.band_low) & (p < point.threshold)
+            assert shares["inconclusive"] == pytest.approx(np.mean(band))
+    combined = report["combined"]
+    assert combined["models"] == list(trained)
+    for key, shares in combined["sets"].items():
+        per_model = [[points[n].verdict(float(v)) for v in scores[(n, key)]] for n in trained]
+        overall = [overall_verdict(list(v)) for v in zip(*per_model, strict=True)]
+        assert shares["synthetic_share"] == pytest.approx(overall.count("synthetic") / len(overall))
+        assert shares["real_share"] == pytest.approx(overall.count("real") / len(overall))
+
+
+def test_named_flags_need_a_name(tmp_path: Path) -> None:
+    for flag in ("--foreign", "--real-extra", "--source"):
+        with pytest.raises(SystemExit):
+            evaluate.parse_args(
+                ["--checkpoint", "x", "--data", "x", "--out", "x", flag, "no-name-here"]
+            )

@@ -1,4 +1,5 @@
-"""The whole chain at smoke size: data -> GAN -> synthetic -> detector -> evaluation -> service."""
+"""The whole chain at smoke size: data -> GAN -> synthetic -> fakes -> both detectors ->
+evaluation -> service."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
+from models.checkpoint import read_meta
 from tests.app.conftest import running_app
 from training import pipeline
 
@@ -19,7 +21,9 @@ def _stage_tokens(out: Path) -> dict[str, str]:
         for s, d in [
             ("gan", "gan"),
             ("synthetic", "synthetic"),
+            ("fakes", "fakes"),
             ("detector", "detector"),
+            ("general", "general"),
             ("evaluate", "evaluation"),
         ]
     }
@@ -33,8 +37,10 @@ def artifacts(ham_dir: Path, shared_data: Path, tmp_path_factory) -> Path:
         data=ham_dir, out=out, profile="smoke", foreign=foreign, quiet=True
     )
     report = pipeline.main(cfg)
-    cm = report["test"]["confusion_matrix"]
-    assert sum(cm.values()) == sum(report["test"]["counts"].values())
+    assert report["order"] == ["vgg16-paper", "npr-general"]
+    for entry in report["detectors"].values():
+        cm = entry["test"]["confusion_matrix"]
+        assert sum(cm.values()) == sum(entry["test"]["counts"].values())
     return out
 
 
@@ -43,17 +49,26 @@ def test_every_stage_writes_its_outputs(artifacts: Path) -> None:
         "gan/generator.safetensors",
         "gan/config.json",
         "synthetic/manifest.csv",
+        "fakes/sources.json",
         "detector/detector.safetensors",
+        "general/detector.safetensors",
         "evaluation/report.json",
-        "evaluation/confusion_matrix.png",
+        "evaluation/confusion_vgg16-paper.png",
+        "evaluation/confusion_npr-general.png",
         "summary.md",
         "pipeline.json",
     ]:
         assert (artifacts / rel).is_file(), rel
     assert len(list((artifacts / "synthetic").glob("*.png"))) == 24
     summary = (artifacts / "summary.md").read_text()
-    assert "| accuracy |" in summary and "99.82%" in summary and "stylegan" in summary
-    assert "jpeg_q75" in summary
+    assert "| accuracy |" in summary and "99.8%" in summary and "stylegan" in summary
+    assert "jpeg_q75" in summary and "npr-general" in summary
+    # the general detector trains on the SNGAN and the zoo, with the DCGAN held out
+    meta = read_meta(artifacts / "general" / "detector.safetensors")
+    sources = meta.extra["sources"]
+    assert set(sources["train"]) == {"sngan", "zoo-transposed-1", "zoo-nearest_conv-2"}
+    assert set(sources["held_out"]) == {"dcgan-32"}
+    assert meta.kind == "npr" and meta.preprocess_config.crop == "native"
 
 
 def test_second_run_skips_and_a_changed_stage_reruns_downstream(
@@ -70,15 +85,15 @@ def test_second_run_skips_and_a_changed_stage_reruns_downstream(
     before = _stage_tokens(artifacts)
     pipeline.main(cfg)
     assert _stage_tokens(artifacts) == before
-    assert capsys.readouterr().out.count("skipped") == 4
+    assert capsys.readouterr().out.count("skipped") == 6
 
     smoke = pipeline.PROFILES["smoke"]
     changed = dataclasses.replace(smoke, synthetic={**smoke.synthetic, "n": 20})
     monkeypatch.setitem(pipeline.PROFILES, "smoke", changed)
     pipeline.main(cfg)
     after = _stage_tokens(artifacts)
-    assert after["gan"] == before["gan"]
-    assert all(after[s] != before[s] for s in ("synthetic", "detector", "evaluate"))
+    assert after["gan"] == before["gan"] and after["fakes"] == before["fakes"]
+    assert all(after[s] != before[s] for s in ("synthetic", "detector", "general", "evaluate"))
     assert len(list((artifacts / "synthetic").glob("*.png"))) == 20
 
 
@@ -91,9 +106,13 @@ async def test_service_serves_the_pipeline_artifacts(artifacts: Path, ham_dir: P
         r = await client.post("/detect", files={"file": ("lesion.jpg", image, "image/jpeg")})
         assert r.status_code == 200, r.text
         verdict = r.json()["results"][0]
-        assert verdict["label"] in ("real", "synthetic")
-        threshold = json.loads((artifacts / "evaluation" / "report.json").read_text())["threshold"]
-        assert verdict["threshold"] == pytest.approx(threshold)
+        assert verdict["label"] in ("real", "synthetic", "inconclusive")
+        report = json.loads((artifacts / "evaluation" / "report.json").read_text())
+        scores = {s["model"]: s for s in verdict["scores"]}
+        assert set(scores) == {"vgg16-paper", "npr-general"}  # both served detectors answer
+        for name, score in scores.items():
+            point = report["detectors"][name]["operating_point"]
+            assert score["threshold"] == pytest.approx(point["threshold"])
         g = await client.get("/generate", params={"n": 2, "seed": 5})
         assert g.status_code == 200 and len(g.json()["images"]) == 2
 

@@ -6,18 +6,15 @@ import pytest
 import torch
 
 from models.checkpoint import load_model, load_state
+from models.operating_point import OperatingPoint
 from models.preprocessing import images_to_bytes
 from models.sngan import Generator, GeneratorConfig
 from training.common import read_csv
 from training.data import SplitConfig, load_splits, preload, read_manifest
+from training.detector_data import split_synthetic, subsample
 from training.metrics import select_threshold
-from training.train_detector import (
-    main,
-    parse_args,
-    predict_logits,
-    sigmoid,
-    split_synthetic,
-)
+from training.scoring import calibrated, predict_logits
+from training.train_detector import main, parse_args
 
 
 def make_synthetic(folder: Path, n: int = 30, size: int = 32, seed: int = 0) -> Path:
@@ -55,6 +52,8 @@ def _args(ham_dir: Path, synthetic_dir: Path, out: Path, *extra: str) -> list[st
         "64",
         "--seed",
         "1",
+        "--precision",
+        "fp32",  # the threshold check below recomputes the validation scores in fp32
         "--quiet",
         *extra,
     ]
@@ -104,14 +103,12 @@ def test_two_steps_write_a_loadable_checkpoint_and_resume(
     manifest = read_manifest(out / "split.csv")
     splits = load_splits(ham_dir, SplitConfig())
     assert [r.image_id for r in manifest["gan_train"]] == [r.image_id for r in splits["gan_train"]]
-    assert {"synthetic_train", "synthetic_val", "synthetic_test"} <= set(manifest)
+    assert {"fake:sngan:train", "fake:sngan:val", "fake:sngan:test"} <= set(manifest)
 
     # the saved threshold is the one the *validation* scores choose (never the test set's)
     val_real = [r.path for r in manifest["detector_val"]]
-    from training.train_detector import subsample
-
     val_real = subsample(val_real, 6, 1)
-    val_syn = [r.path for r in manifest["synthetic_val"] if r.dx == "synthetic"]
+    val_syn = [r.path for r in manifest["fake:sngan:val"] if r.dx == "train"]
     images = torch.cat(
         [
             preload(val_real, meta.preprocess_config, quiet=True),
@@ -119,8 +116,10 @@ def test_two_steps_write_a_loadable_checkpoint_and_resume(
         ]
     )
     labels = np.array([0] * len(val_real) + [1] * len(val_syn))
-    probs = sigmoid(
-        predict_logits(model, images, meta.preprocess_config, torch.device("cpu"), torch.float32)
+    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+    probs = calibrated(
+        point,
+        predict_logits(model, images, meta.preprocess_config, torch.device("cpu"), torch.float32),
     )
     expected, _ = select_threshold(labels, probs, "youden")
     assert meta.threshold == pytest.approx(expected, rel=1e-4, abs=1e-6)

@@ -1,0 +1,229 @@
+"""What every detector trains, validates and is tested on: real lesions and named fake sources.
+
+Real images come only from the ``detector_train`` / ``detector_val`` / ``detector_test`` lesions
+of ``training.data.split_by_lesion`` (the GAN's and the fake sources' ``gan_train`` lesions never
+reach a detector). Each fake source is a folder of images (``training.synthesize``,
+``training.fakes``) split into train/val/test by a hash of the file name
+(:func:`split_synthetic`), so adding files never moves the others and the evaluation finds the
+same held-out images. Sources have roles:
+
+- ``train`` sources: their train split is trained on, their val split validates;
+- ``held_out`` sources (leave-one-source-out): never trained on; their val split chooses the
+  checkpoint and stops training, their test split measures transfer to a generator the model
+  never saw.
+
+Everything goes into ``RUN_DIR/split.csv`` (fake rows labelled by :func:`manifest_key`).
+Positive class = synthetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.preprocessing import (
+    InvalidImageError,
+    PreprocessConfig,
+    load_rgb,
+    model_pixels,
+    native_crop,
+    to_uint8_tensor,
+)
+from training.data import (
+    DatasetError,
+    Record,
+    SplitConfig,
+    list_images,
+    load_splits,
+    write_manifest,
+)
+
+SYNTHETIC_SPLITS = ("train", "val", "test")
+DEFAULT_SYNTHETIC_FRACTIONS = (0.7, 0.15, 0.15)
+SYNTHETIC_SALT = "dermafake-synthetic-split"
+ROLES = ("train", "held_out")
+
+
+def parse_named_dir(text: str) -> tuple[str, Path]:
+    """``NAME=DIR`` -> (NAME, DIR), for --fake, --held-out, --foreign and --real-extra flags."""
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    return name, Path(folder)
+
+
+def unique_named(pairs: list[tuple[str, Path]], flag: str) -> dict[str, Path]:
+    """NAME=DIR pairs as a dict; a repeated name is a usage error naming the flag."""
+    named = dict(pairs)
+    if len(named) != len(pairs):
+        raise SystemExit(f"{flag} names must be unique")
+    return named
+
+
+def split_synthetic(
+    paths: Sequence[Path], fractions: Sequence[float] = DEFAULT_SYNTHETIC_FRACTIONS
+) -> dict[str, list[Path]]:
+    """Deterministic train/val/test split of synthetic files by a SHA-256 of the file name."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"synthetic fractions must be three numbers summing to 1: {fractions}")
+    bounds = np.cumsum(fractions)
+    out: dict[str, list[Path]] = {s: [] for s in SYNTHETIC_SPLITS}
+    for p in sorted(paths):
+        h = hashlib.sha256(f"{SYNTHETIC_SALT}:{p.name}".encode()).digest()
+        u = int.from_bytes(h[:8], "big") / 2**64
+        idx = int(np.searchsorted(bounds, u, side="right"))
+        out[SYNTHETIC_SPLITS[min(idx, 2)]].append(p)
+    return out
+
+
+def subsample(items: Sequence[Any], limit: int, seed: int) -> list[Any]:
+    """A seeded random subset of at most ``limit`` items (0 = all), in the original order.
+    (The lesion split is ordered by diagnosis, so "the first N" would be one diagnosis.)"""
+    if limit <= 0 or len(items) <= limit:
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Named fake-source folders by role; the names travel in checkpoints and reports."""
+
+    train: dict[str, Path] = field(default_factory=dict)
+    held_out: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        both = set(self.train) & set(self.held_out)
+        if both:
+            raise ValueError(f"sources {sorted(both)} are both trained on and held out")
+        if not self.train:
+            raise ValueError("need at least one fake source to train on (--fake NAME=DIR)")
+
+    def items(self) -> list[tuple[str, str, Path]]:
+        """(role, name, folder) for every source, trained ones first."""
+        return [("train", n, f) for n, f in self.train.items()] + [
+            ("held_out", n, f) for n, f in self.held_out.items()
+        ]
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {
+            "train": {n: str(f) for n, f in self.train.items()},
+            "held_out": {n: str(f) for n, f in self.held_out.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sources:
+        return cls(
+            {n: Path(f) for n, f in d.get("train", {}).items()},
+            {n: Path(f) for n, f in d.get("held_out", {}).items()},
+        )
+
+
+@dataclass
+class DetectorData:
+    """Real and synthetic paths of one split, with the source name of every synthetic image."""
+
+    real: list[Path]
+    synthetic: list[Path]
+    source: list[str] = field(default_factory=list)
+
+    def of_source(self, name: str) -> list[Path]:
+        return [p for p, s in zip(self.synthetic, self.source, strict=True) if s == name]
+
+
+def detector_sets(
+    data: Path,
+    sources: Sources,
+    split: SplitConfig,
+    synthetic_fractions: Sequence[float] = DEFAULT_SYNTHETIC_FRACTIONS,
+    limits: dict[str, int] | None = None,
+    seed: int = 0,
+    manifest: Path | None = None,
+) -> dict[str, DetectorData]:
+    """{"train","val","test"} -> real ``detector_*`` paths and the sources' synthetic paths.
+
+    ``limits`` caps the real images of a split and the images of each source in it (seeded).
+    Held-out sources contribute nothing to ``train``.
+    """
+    limits = limits or {}
+    splits = load_splits(data, split)
+    sets = {
+        name: DetectorData(
+            [
+                r.path
+                for r in subsample(splits.get(f"detector_{name}", []), limits.get(name, 0), seed)
+            ],
+            [],
+        )
+        for name in SYNTHETIC_SPLITS
+    }
+    rows: dict[str, list[Record]] = dict(splits)
+    for k, (role, source, folder) in enumerate(sources.items()):
+        parts = split_synthetic(list_images(folder), synthetic_fractions)
+        for name in SYNTHETIC_SPLITS:
+            chosen = [] if role == "held_out" and name == "train" else parts[name]
+            chosen = subsample(chosen, limits.get(name, 0), seed + 1 + k)
+            sets[name].synthetic += chosen
+            sets[name].source += [source] * len(chosen)
+            used = set(chosen)
+            rows[manifest_key(source, name)] = [
+                Record(p.stem, "", f"{role}" if p in used else "unused", p) for p in parts[name]
+            ]
+    if manifest is not None:
+        write_manifest(rows, manifest)
+    return sets
+
+
+def manifest_key(source: str, split: str) -> str:
+    """The split.csv label of a fake source's split: ``fake:<source>:<split>``, which no real
+    split (``gan_train``, ``detector_*``) can collide with whatever the source is called."""
+    return f"fake:{source}:{split}"
+
+
+class ImageBank:
+    """Training images decoded once, kept as uint8, cut to the model's input size per batch.
+
+    ``center_square`` models get exactly what the service gives them (decode, crop, resize).
+    ``native`` models keep a canvas up to twice their input size and take a random crop at
+    native resolution each time: more views of each image, and no resampling of either class.
+    """
+
+    def __init__(self, paths: Sequence[Path], config: PreprocessConfig, *, desc: str, quiet: bool):
+        self.config = config
+        size = config.image_size
+        self.canvas = 2 * size if config.crop == "native" else size
+        self.images: list[torch.Tensor] = []
+        for p in tqdm(paths, desc=desc, unit="img", disable=quiet, leave=False):
+            try:
+                img = load_rgb(p, min_side=config.decode_min_side)
+            except InvalidImageError as exc:
+                raise DatasetError(f"unreadable image {p}: {exc}") from exc
+            if config.crop == "native":
+                self.images.append(to_uint8_tensor(native_crop(img, config, self.canvas)))
+            else:
+                self.images.append(model_pixels(img, config))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 (k, 3, S, S): a random S x S window of each chosen image (the whole image when
+        it is already S x S)."""
+        size = self.config.image_size
+        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
+        for j, i in enumerate(indices.tolist()):
+            img = self.images[i]
+            h, w = img.shape[1:]
+            top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+            out[j] = img[:, top : top + size, left : left + size]
+        return out
