@@ -1,5 +1,10 @@
 """Every Prometheus collector of the service, on a registry owned by one app instance.
 
+Per-model series carry a ``model`` label: the detector's name (``vgg16-paper``, ``npr-general``;
+see app/discovery.py) or ``generator``. ``dermafake_verdicts_total{label}`` counts each image
+once, by its overall verdict; ``dermafake_detector_verdicts_total{model,label}`` counts each
+detector's own verdicts.
+
 A per-app :class:`~prometheus_client.CollectorRegistry` (not the global default) lets tests and
 tools build several apps in one process without "duplicated timeseries" errors.
 
@@ -31,6 +36,8 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.operating_point import VERDICTS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -91,8 +98,14 @@ class Metrics:
         )
         self.verdicts = Counter(
             "dermafake_verdicts_total",
-            "Detector verdicts by label.",
+            "Images answered by /detect, by overall verdict (all the models asked, combined).",
             ["label"],
+            registry=r,
+        )
+        self.detector_verdicts = Counter(
+            "dermafake_detector_verdicts_total",
+            "Verdicts of each detector, at its own operating point.",
+            ["model", "label"],
             registry=r,
         )
         self.images_generated = Counter(
@@ -103,11 +116,19 @@ class Metrics:
         )
         self.model_info = Info(
             "dermafake_model",
-            "The served checkpoints: version (weights SHA-256 prefix), step, device, dtype.",
+            "The served checkpoints: kind, architecture, version (weights SHA-256 prefix), step, "
+            "device, dtype.",
             ["model"],
             registry=r,
         )
         self._gpu_memory: Gauge | None = None
+
+    def init_verdicts(self, detectors: Sequence[str]) -> None:
+        """Every verdict series at 0 from the start, so rates and ratios exist before traffic."""
+        for label in VERDICTS:
+            self.verdicts.labels(label)
+            for name in detectors:
+                self.detector_verdicts.labels(name, label)
 
     def batch_observer(self, model: str) -> BatchMetrics:
         return BatchMetrics(self, model)

@@ -1,14 +1,19 @@
 """Model + device + dtype + forward on a batch: the only place the service touches torch models.
 
 A runner is a plain callable ``list[item] -> list[result]`` that the batcher runs in a worker
-thread. The model is prepared once by :func:`models.runtime.prepare_for_inference` (served
-dtype, channels_last, optionally ``torch.compile`` with freezing); when compiled, every batch is
-padded to one of a few bucket sizes, each compiled by :meth:`Runner.warmup` before the service
-reports ready, so no request ever waits for a compilation.
+thread. One :class:`DetectorRunner` class serves every detector kind
+(``models.checkpoint.DETECTOR_KINDS``: the paper's VGG16, the NPR detector): each outputs one
+logit per image, turned into a calibrated P(synthetic) by the checkpoint's own operating point
+(``models.operating_point``). The model is prepared once by
+:func:`models.runtime.prepare_for_inference` (served dtype, channels_last, optionally
+``torch.compile`` with freezing); when compiled, every batch is padded to one of a few bucket
+sizes, each compiled by :meth:`Runner.warmup` before the service reports ready, so no request
+ever waits for a compilation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +23,9 @@ from typing import Any, Self
 import torch
 from torch import nn
 
+from app.discovery import read_detector
 from models.checkpoint import CheckpointMeta, load_model
+from models.operating_point import OperatingPoint, Verdict
 from models.preprocessing import encode, normalize, to_pil, to_uint8
 from models.runtime import (
     InferenceOptions,
@@ -28,7 +35,7 @@ from models.runtime import (
     to_input,
 )
 
-DEFAULT_THRESHOLD = 0.5
+ARCHITECTURES = {"detector": "vgg16", "npr": "npr", "generator": "sngan"}  # old checkpoints
 logger = logging.getLogger(__name__)
 
 
@@ -51,7 +58,9 @@ class Runner:
         meta: CheckpointMeta,
         options: InferenceOptions,
         buckets: Sequence[int] = (),
+        name: str | None = None,
     ) -> None:
+        self.name = name or str(meta.extra.get("name") or meta.kind)
         self.meta = meta
         self.options = options
         self.buckets = tuple(sorted(set(buckets)))
@@ -70,6 +79,10 @@ class Runner:
         return self.options.device
 
     @property
+    def architecture(self) -> str:
+        return str(self.meta.extra.get("architecture") or ARCHITECTURES.get(self.meta.kind, ""))
+
+    @property
     def version(self) -> str:
         """Content address of the weights: changes exactly when the served model does."""
         return self.meta.weights_sha256[:12] or f"step-{self.meta.step}"
@@ -81,16 +94,17 @@ class Runner:
 
     def info(self) -> dict[str, Any]:
         return {
-            "name": self.kind,
+            "name": self.name,
+            "kind": self.meta.kind,
+            "architecture": self.architecture,
             "version": self.version,
             "weights_sha256": self.meta.weights_sha256,
             "code_version": self.meta.code_version,
             "created": self.meta.created,
             "step": self.meta.step,
             "config": self.meta.config,
-            "preprocessing": self.meta.preprocessing,
+            "preprocessing": dataclasses.asdict(self.preprocess),  # with defaults filled in
             "metrics": self.meta.metrics,
-            "threshold": self.meta.threshold,
             **self.options.describe(),
             "batch_buckets": list(self.buckets),
         }
@@ -112,7 +126,7 @@ class Runner:
                 "%s: torch.compile failed (%s: %s); serving the eager model instead. Install a "
                 "C++ compiler and the Python headers (g++, python3-dev) for compiled speed, or "
                 "set DERMAFAKE_COMPILE=false to skip the attempt.",
-                self.kind,
+                self.name,
                 type(error).__name__,
                 str(error).splitlines()[0] if str(error) else "",
             )
@@ -126,22 +140,61 @@ class Runner:
 
 
 class DetectorRunner(Runner):
-    """uint8 (3, S, S) images -> P(synthetic) per image."""
+    """uint8 (3, S, S) images -> calibrated P(synthetic) per image, for any detector kind."""
 
     kind = "detector"
 
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: CheckpointMeta,
+        options: InferenceOptions,
+        buckets: Sequence[int] = (),
+        name: str | None = None,
+    ) -> None:
+        super().__init__(model, meta, options, buckets, name)
+        self.operating_point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        options: InferenceOptions,
+        buckets: Sequence[int] = (),
+        name: str | None = None,
+    ) -> Self:
+        """Any detector kind; the name defaults to the checkpoint's (app.discovery)."""
+        spec = read_detector(path)  # the header first: a wrong kind fails before the weights load
+        model, meta = load_model(spec.path, spec.meta.kind)
+        return cls(model, meta, options, buckets, name or spec.name)
+
     @property
     def threshold(self) -> float:
-        return DEFAULT_THRESHOLD if self.meta.threshold is None else float(self.meta.threshold)
+        return self.operating_point.threshold
+
+    def verdict(self, probability: float) -> Verdict:
+        return self.operating_point.verdict(probability)
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "threshold": self.threshold}
+        op = self.operating_point
+        return {
+            **super().info(),
+            "threshold": op.threshold,
+            "inconclusive_below": op.band_low,
+            "target_fpr": op.target_fpr,
+            "criterion": op.criterion,
+            "calibration": {"method": "platt", "temperature": op.temperature, "bias": op.bias},
+            "sources": {
+                role: sorted(names)  # names only: the training machine's folders mean nothing here
+                for role, names in (self.meta.extra.get("sources") or {}).items()
+            },
+        }
 
     def __call__(self, images: list[torch.Tensor]) -> list[float]:
         # uint8 crosses to the device (4x less than float), normalisation happens there.
         batch = to_device(pad_to_bucket(torch.stack(images), self.buckets), self.device)
-        logits = self.forward(normalize(batch, self.preprocess))
-        return torch.sigmoid(logits[: len(images)]).cpu().tolist()
+        logits = self.forward(normalize(batch, self.preprocess))[: len(images)]
+        return [self.operating_point.probability(z) for z in logits.cpu().tolist()]
 
     def example(self, n: int) -> list[torch.Tensor]:
         size = self.preprocess.image_size
@@ -157,6 +210,16 @@ class GeneratorRunner(Runner):
     """Seeds -> generated images, encoded as PNG or JPEG bytes."""
 
     kind = "generator"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: CheckpointMeta,
+        options: InferenceOptions,
+        buckets: Sequence[int] = (),
+        name: str | None = None,
+    ) -> None:
+        super().__init__(model, meta, options, buckets, name or "generator")
 
     def __call__(self, items: list[GenerateItem]) -> list[bytes]:
         z_dim = int(self.meta.config["z_dim"])

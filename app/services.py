@@ -1,11 +1,12 @@
-"""What the lifespan builds and the routes use: runners, their batchers, the decode pool."""
+"""What the lifespan builds and the routes use: every detector and the generator, one batcher
+per model, the decode pool."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,36 +14,49 @@ from typing import Any
 import torch
 
 from app.batching import Batcher
+from app.discovery import find_detectors
 from app.metrics import Metrics
-from app.runners import DetectorRunner, GenerateItem, GeneratorRunner
+from app.runners import DetectorRunner, GenerateItem, GeneratorRunner, Runner
 from app.settings import Settings
 from models.runtime import InferenceOptions, dtype_name, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
 
+class UnknownModel(LookupError):
+    """A client asked for a detector this server does not serve."""
+
+    def __init__(self, unknown: list[str], served: list[str]) -> None:
+        names = ", ".join(repr(n) for n in unknown)
+        super().__init__(f"unknown model {names}: this server serves {served}")
+        self.unknown = unknown
+        self.served = served
+
+
 @dataclass
 class Services:
     settings: Settings
-    detector: DetectorRunner
+    detectors: dict[str, DetectorRunner]  # by name, primary first
     generator: GeneratorRunner
-    detect_batcher: Batcher[torch.Tensor, float]
+    detect_batchers: dict[str, Batcher[torch.Tensor, float]]  # one per detector, same names
     generate_batcher: Batcher[GenerateItem, bytes]
     decode_pool: ThreadPoolExecutor
     ready: bool = field(default=False)
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Services:
-        """Load both checkpoints onto the device, warm them up, start the batchers."""
+        """Load every detector and the generator onto the device, warm each up, start one
+        batcher per model."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.precision, device)
         options = InferenceOptions(device, dtype, settings.channels_last, settings.compile)
-        detector, generator = await asyncio.gather(
-            asyncio.to_thread(
-                DetectorRunner.from_checkpoint,
-                settings.detector_checkpoint,
-                options,
-                settings.buckets,
+        specs = await asyncio.to_thread(find_detectors, settings)  # headers only: fails fast
+        *detectors, generator = await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    DetectorRunner.from_checkpoint, spec.path, options, settings.buckets, spec.name
+                )
+                for spec in specs
             ),
             asyncio.to_thread(
                 GeneratorRunner.from_checkpoint,
@@ -51,11 +65,12 @@ class Services:
                 settings.buckets,
             ),
         )
+        runners: list[Runner] = [*detectors, generator]
         if settings.warmup or settings.compile:  # compiled graphs are built here, not under load
             start = time.perf_counter()
             logger.info("warming up (compile=%s, buckets %s)", settings.compile, settings.buckets)
-            await asyncio.to_thread(detector.warmup)
-            await asyncio.to_thread(generator.warmup)
+            for runner in runners:
+                await asyncio.to_thread(runner.warmup)
             logger.info("warm-up done in %.1f s", time.perf_counter() - start)
 
         def batcher(name: str, fn: Callable[[list[Any]], list[Any]]) -> Batcher:
@@ -76,35 +91,85 @@ class Services:
 
         services = cls(
             settings=settings,
-            detector=detector,
+            detectors={d.name: d for d in detectors},
             generator=generator,
-            detect_batcher=batcher("detector", detector),
-            generate_batcher=batcher("generator", generator),
+            detect_batchers={d.name: batcher(d.name, d) for d in detectors},
+            generate_batcher=batcher(generator.name, generator),
             decode_pool=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
         )
-        for runner in (detector, generator):
+        for runner in runners:
             info = runner.info()
-            metrics.model_info.labels(model=runner.kind).info(
+            metrics.model_info.labels(model=runner.name).info(
                 {
                     k: str(info[k])
-                    for k in ("version", "step", "code_version", "device", "dtype", "compile")
+                    for k in (
+                        "kind",
+                        "architecture",
+                        "version",
+                        "step",
+                        "code_version",
+                        "device",
+                        "dtype",
+                        "compile",
+                    )
                 }
             )
+        metrics.init_verdicts([d.name for d in detectors])
         metrics.track_gpu_memory(device)
         services.ready = True
         logger.info(
-            "serving detector %s and generator %s on %s (%s, compile=%s)",
-            detector.version,
+            "serving detectors %s and generator %s on %s (%s, compile=%s)",
+            ", ".join(f"{d.name} ({d.meta.kind}, {d.version})" for d in detectors),
             generator.version,
             device,
             dtype_name(dtype),
-            detector.options.compile,
+            generator.options.compile,
         )
         return services
+
+    @property
+    def batchers(self) -> list[Batcher]:
+        return [*self.detect_batchers.values(), self.generate_batcher]
+
+    @property
+    def runners(self) -> list[Runner]:
+        return [*self.detectors.values(), self.generator]
+
+    def select(self, names: Sequence[str] | None = None) -> list[DetectorRunner]:
+        """The detectors asked for, in the order asked (duplicates dropped); all when none are.
+        :class:`UnknownModel` names the ones not served."""
+        if not names:
+            return list(self.detectors.values())
+        wanted = list(dict.fromkeys(names))
+        unknown = [n for n in wanted if n not in self.detectors]
+        if unknown:
+            raise UnknownModel(unknown, list(self.detectors))
+        return [self.detectors[n] for n in wanted]
+
+    async def detect(
+        self, detectors: Sequence[DetectorRunner], images: Sequence[dict[Any, torch.Tensor]]
+    ) -> list[list[float]]:
+        """Calibrated P(synthetic) of every image from every detector, ``[model][image]``.
+
+        ``images[i]`` maps each preprocessing config to that image's pixels. Every model's
+        batcher gets the images at once, so the models run concurrently; if one fails (queue
+        full, timeout), the others' queued work is cancelled and the error is raised.
+        """
+        tasks = [
+            asyncio.ensure_future(
+                self.detect_batchers[d.name].submit_many([im[d.preprocess] for im in images])
+            )
+            for d in detectors
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()  # no-op for those done; the rest leave their queue
 
     async def stop(self) -> None:
         """Refuse new work (readyz turns 503); callers still waiting get 503; free the threads."""
         self.ready = False
-        await self.detect_batcher.stop()
-        await self.generate_batcher.stop()
+        for batcher in self.batchers:
+            await batcher.stop()
         await asyncio.to_thread(self.decode_pool.shutdown, wait=True)

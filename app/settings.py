@@ -6,11 +6,12 @@ tests can build apps with different settings side by side and nothing else reads
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.runtime import bucket_sizes
 
@@ -23,8 +24,11 @@ class Settings(BaseSettings):
         env_prefix="DERMAFAKE_", extra="ignore", env_ignore_empty=True
     )
 
-    # Models: both paths derive from artifacts_dir unless set on their own.
+    # Models. Detectors: every ARTIFACTS_DIR/*/detector.safetensors of a detector kind unless
+    # `detectors` lists checkpoint paths or names (comma-separated or a JSON list); a lone
+    # `detector_path` serves that file alone, and with `detectors` it is added (app/discovery.py).
     artifacts_dir: Path = Path("artifacts")
+    detectors: Annotated[list[str] | None, NoDecode] = None
     detector_path: Path | None = None
     generator_path: Path | None = None
     device: Device = "auto"
@@ -59,6 +63,20 @@ class Settings(BaseSettings):
 
     api_key: SecretStr | None = None  # when set: "Authorization: Bearer <key>" on model routes
 
+    @field_validator("detectors", mode="before")
+    @classmethod
+    def _split_detectors(cls, value: Any) -> Any:
+        """``a,b`` or ``["a", "b"]`` from the environment; a list as it is."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"detectors: not a JSON list ({exc})") from exc
+        return [part.strip() for part in text.split(",") if part.strip()]
+
     @model_validator(mode="after")
     def _limits_fit_queue(self) -> Self:
         # One request's images are queued together; a request larger than the queue could
@@ -91,10 +109,6 @@ class Settings(BaseSettings):
         if self.batch_buckets is not None:
             return tuple(sorted(set(self.batch_buckets)))
         return bucket_sizes(self.max_batch_size)
-
-    @property
-    def detector_checkpoint(self) -> Path:
-        return self.detector_path or self.artifacts_dir / "detector" / "detector.safetensors"
 
     @property
     def generator_checkpoint(self) -> Path:

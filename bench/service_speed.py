@@ -190,12 +190,13 @@ async def bounded_load(
 
 
 def detector_batches(url: str) -> tuple[float, float]:
-    """(forward passes, images) so far, from the service's own batch-size histogram."""
+    """(forward passes, images) so far, from the service's own batch-size histogram (every
+    detector: the service labels each by its name, the generator ``generator``)."""
     text = httpx.get(url + "/metrics", timeout=10).text
     values = {"_count": 0.0, "_sum": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.labels.get("model") == "detector":
+            if sample.labels.get("model", "generator") != "generator":
                 for suffix in values:
                     if sample.name == "dermafake_batch_size" + suffix:
                         values[suffix] = sample.value

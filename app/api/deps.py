@@ -5,11 +5,12 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.metrics import Metrics
-from app.services import Services
+from app.runners import DetectorRunner
+from app.services import Services, UnknownModel
 from app.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="DERMAFAKE_API_KEY, when the server sets one")
@@ -34,6 +35,27 @@ async def get_services(request: Request) -> Services:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def selected_detectors(
+    services: ServicesDep,
+    model: Annotated[
+        list[str] | None,
+        Query(
+            description="only these detectors (repeat the parameter or separate names by "
+            "commas); every served detector when absent. Names: /v1/models"
+        ),
+    ] = None,
+) -> list[DetectorRunner]:
+    """The detectors a request asks for; 404 naming the served ones for an unknown name."""
+    names = [n.strip() for value in model or [] for n in value.split(",") if n.strip()]
+    try:
+        return services.select(names)
+    except UnknownModel as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+SelectedDetectorsDep = Annotated[list[DetectorRunner], Depends(selected_detectors)]
 
 
 async def require_api_key(

@@ -9,15 +9,46 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_SEED = 2**32 - 1  # fits a JSON number exactly in every client
 
 
+Label = Literal["synthetic", "real", "inconclusive"]
+
+
+class ModelScore(BaseModel):
+    """One detector's answer for one image, at that detector's own operating point."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description="detector name (see /v1/models)")
+    model_version: str
+    probability_synthetic: float = Field(
+        ge=0, le=1, description="calibrated P(synthetic): sigmoid(logit / temperature + bias)"
+    )
+    threshold: float = Field(description="synthetic when probability_synthetic >= threshold")
+    inconclusive_below: float = Field(
+        description="inconclusive when inconclusive_below <= probability_synthetic < threshold, "
+        "real below; equal to threshold when the model has no inconclusive band"
+    )
+    verdict: Label
+
+
 class Verdict(BaseModel):
+    """One image: the overall verdict and every asked model's score."""
+
     filename: str
-    label: Literal["synthetic", "real"]
-    probability_synthetic: float = Field(ge=0, le=1, description="P(synthetic) from the detector")
-    threshold: float = Field(description="label is synthetic when probability >= threshold")
+    label: Label = Field(
+        description="overall verdict: synthetic when any model says synthetic, real only when "
+        "every model says real, else inconclusive"
+    )
+    probability_synthetic: float = Field(
+        ge=0, le=1, description="the first (primary) model's score, as in scores[0]"
+    )
+    threshold: float = Field(description="the first (primary) model's threshold")
+    scores: list[ModelScore] = Field(description="one per model asked, primary first")
 
 
 class DetectResponse(BaseModel):
-    model_version: str
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str = Field(description="the first (primary) model's version")
     results: list[Verdict]
 
 
@@ -53,19 +84,39 @@ class Readiness(BaseModel):
     models: dict[str, str] = Field(description="model name -> version")
 
 
+class Calibration(BaseModel):
+    method: Literal["platt"] = "platt"
+    temperature: float = Field(gt=0, description="P(synthetic) = sigmoid(logit / T + bias)")
+    bias: float = Field(0.0, description="0 for temperature scaling alone")
+
+
 class ModelInfo(BaseModel):
+    """A model card: what the checkpoint is, how it decides, what it was trained and measured on,
+    and how it is served. Detector-only fields are null for the generator."""
+
     model_config = ConfigDict(protected_namespaces=())
 
-    name: str
-    version: str
+    name: str = Field(description="the name /detect's scores and the metrics use")
+    kind: str = Field(description="checkpoint kind: detector (VGG16), npr, generator")
+    architecture: str
+    version: str = Field(description="weights SHA-256 prefix")
     weights_sha256: str
     code_version: str
     created: str
     step: int
     config: dict[str, Any]
-    preprocessing: dict[str, Any]
-    metrics: dict[str, Any]
-    threshold: float | None
+    preprocessing: dict[str, Any] = Field(description="size, crop, mean, std, interpolation")
+    metrics: dict[str, Any] = Field(description="as stored at training (validation, held-out)")
+    threshold: float | None = None
+    inconclusive_below: float | None = None
+    target_fpr: float | None = Field(None, description="false-positive rate the threshold targets")
+    criterion: str | None = Field(None, description="how the threshold was chosen")
+    calibration: Calibration | None = None
+    sources: dict[str, Any] | None = Field(
+        None,
+        description="fake sources by role: {train: [...], held_out: [...]} (held out = "
+        "never trained on, used to choose the checkpoint)",
+    )
     device: str
     dtype: str
     channels_last: bool

@@ -17,8 +17,8 @@ from fastapi import Depends, HTTPException, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.deps import ServicesDep, SettingsDep
-from models.preprocessing import InvalidImageError, load_uint8
+from app.api.deps import SelectedDetectorsDep, ServicesDep, SettingsDep
+from models.preprocessing import InvalidImageError, PreprocessConfig, load_rgb, model_pixels
 
 FIELDS = ("file", "files")
 CHUNK_BYTES = 1 << 20
@@ -49,7 +49,15 @@ OPENAPI_BODY: dict[str, Any] = {
 @dataclass(frozen=True)
 class DecodedImage:
     filename: str
-    pixels: torch.Tensor  # uint8 (3, S, S) at the detector's input size
+    pixels: dict[PreprocessConfig, torch.Tensor]  # uint8 (3, S, S) per model preprocessing
+
+
+def decode_for(
+    data: bytes, configs: list[PreprocessConfig], max_pixels: int
+) -> dict[PreprocessConfig, torch.Tensor]:
+    """Decode once (as small as the most demanding model allows), then each model's pixels."""
+    img = load_rgb(data, max_pixels, min_side=max(c.decode_min_side for c in configs))
+    return {config: model_pixels(img, config) for config in configs}
 
 
 async def _read_limited(upload: UploadFile, name: str, limit: int) -> bytes:
@@ -107,17 +115,19 @@ async def read_uploads(request: Request, settings: SettingsDep) -> list[tuple[st
 
 async def decoded_images(
     services: ServicesDep,  # first: no point reading an upload while the models are loading
+    detectors: SelectedDetectorsDep,  # then: an unknown model name fails before the upload
     settings: SettingsDep,
     uploads: Annotated[list[tuple[str, bytes]], Depends(read_uploads)],
 ) -> list[DecodedImage]:
-    """Decode every upload to the detector's input size in the decode pool; 422 on a bad one."""
+    """Decode every upload once, in the decode pool, to each asked model's input (one tensor
+    per distinct preprocessing); 422 on a bad one."""
     loop = asyncio.get_running_loop()
-    config = services.detector.preprocess
+    configs = list(dict.fromkeys(d.preprocess for d in detectors))
 
     async def decode(name: str, data: bytes) -> DecodedImage:
         try:
             pixels = await loop.run_in_executor(
-                services.decode_pool, load_uint8, data, config, settings.max_pixels
+                services.decode_pool, decode_for, data, configs, settings.max_pixels
             )
         except InvalidImageError as exc:
             raise InvalidImageError(f"{name}: {exc}") from exc

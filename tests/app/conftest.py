@@ -1,6 +1,7 @@
 """Checkpoints written by the project's own code (a small SNGAN generator from two steps of
-training.train_gan, and the real VGG16 detector), settings pointing at them, small images in
-every accepted format, and a way to read /metrics."""
+training.train_gan, the real VGG16 detector and a small NPR detector, laid out as the pipeline
+lays out its artifacts), settings pointing at them, small images in every accepted format, and a
+way to read /metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,11 +20,13 @@ import torch
 from fastapi import FastAPI
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from torch import nn
 
 from app.main import create_app
 from app.settings import Settings
 from models.checkpoint import save_model
 from models.detector import Detector, DetectorConfig
+from models.npr import NPRConfig, NPRDetector
 from models.preprocessing import GAN_MEAN, GAN_STD, PreprocessConfig, load_uint8, normalize
 from models.sngan import Generator, GeneratorConfig
 from tests.conftest import shared_data_dir
@@ -32,17 +36,42 @@ with warnings.catch_warnings():  # Starlette deprecates httpx for TestClient; we
     from fastapi.testclient import TestClient  # noqa: F401 (re-exported for the tests)
 
 DETECTOR_SIZE = 32  # the real VGG16 + head, fed 32 px instead of 128: 16x fewer FLOPs on CPU
+NPR_SIZE = 32
 GENERATOR_SIZE = 32
+VGG_NAME = "vgg16-paper"  # from its folder: the checkpoint predates model names
+NPR_NAME = "npr-general"  # from its metadata, as training writes it
+NPR_OPERATING_POINT = {
+    "threshold": 0.6,
+    "temperature": 2.0,
+    "bias": 0.25,
+    "inconclusive_below": 0.4,
+    "criterion": "fpr",
+    "target_fpr": 0.05,
+}
+NPR_SOURCES = {  # as training writes them: name -> folder, by role
+    "train": {"sngan": "/runs/synthetic", "zoo-transposed-2": "/runs/fakes/zoo-transposed-2"},
+    "held_out": {"dcgan-64": "/runs/fakes/dcgan-64"},
+}
+NPR_METRICS = {
+    "validation": {"roc_auc": 0.97, "fpr": 0.05, "tpr": 0.81},
+    "held_out_source": {"source": "ae-bilinear", "tpr": 0.74},
+}
 
 
 @dataclass(frozen=True)
 class Checkpoints:
-    detector: Path
+    detector: Path  # ARTIFACTS/vgg16-paper/detector.safetensors: the paper's VGG16
+    npr: Path  # ARTIFACTS/npr-general/detector.safetensors
     generator: Path
+
+    @property
+    def artifacts(self) -> Path:
+        """The folder the service discovers both detectors in (ARTIFACTS/*/detector.safetensors)."""
+        return self.detector.parent.parent
 
 
 def write_checkpoints(root: Path) -> Checkpoints:
-    """Both test checkpoints under ``root`` (the ``checkpoints`` fixture in tests/conftest.py
+    """All test checkpoints under ``root`` (the ``checkpoints`` fixture in tests/conftest.py
     calls this once per session: the VGG16 file is ~640 MB and takes seconds to hash)."""
     torch.manual_seed(0)
     generator_path = _train_generator(root / "gan")
@@ -52,11 +81,53 @@ def write_checkpoints(root: Path) -> Checkpoints:
         generator_path = root / "generator.safetensors"
         save_model(generator_path, generator.eval(), gan_pre, step=2)
     detector_pre = PreprocessConfig(image_size=DETECTOR_SIZE)
-    detector = _spread_logits(
-        Detector(DetectorConfig(image_size=DETECTOR_SIZE)).eval(), detector_pre
+    vgg = Detector(DetectorConfig(image_size=DETECTOR_SIZE)).eval()
+    detector = _spread_logits(vgg, vgg.head[-1], detector_pre)
+    detector_path = root / VGG_NAME / "detector.safetensors"
+    save_model(detector_path, detector, detector_pre, threshold=0.5, step=3)
+    npr_path = write_npr(
+        root / NPR_NAME / "detector.safetensors",
+        name=NPR_NAME,
+        operating_point=NPR_OPERATING_POINT,
+        metrics=NPR_METRICS,
     )
-    save_model(root / "detector.safetensors", detector, detector_pre, threshold=0.5, step=3)
-    return Checkpoints(root / "detector.safetensors", generator_path)
+    return Checkpoints(detector_path, npr_path, generator_path)
+
+
+def npr_model() -> tuple[NPRDetector, PreprocessConfig]:
+    """The same small NPR detector every call (seeded), logits spread like the VGG16's."""
+    torch.manual_seed(1)
+    pre = PreprocessConfig(image_size=NPR_SIZE, crop="native")
+    model = NPRDetector(NPRConfig(image_size=NPR_SIZE, width=16)).eval()
+    return _spread_logits(model, model.fc1, pre), pre
+
+
+def write_npr(
+    path: Path,
+    *,
+    name: str,
+    operating_point: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """An NPR checkpoint as the training code writes one: name, architecture, operating point,
+    fake sources in its metadata (tests write variants with other operating points)."""
+    model, pre = npr_model()
+    extra = {
+        "name": name,
+        "architecture": "npr",
+        "operating_point": operating_point,
+        "sources": NPR_SOURCES,
+    }
+    save_model(
+        path,
+        model,
+        pre,
+        threshold=operating_point["threshold"],
+        step=5,
+        metrics=metrics or {},
+        extra=extra,
+    )
+    return path
 
 
 def _train_generator(out: Path) -> Path | None:
@@ -72,28 +143,31 @@ def _train_generator(out: Path) -> Path | None:
     return main(parse_args(args))
 
 
-def _spread_logits(detector: Detector, config: PreprocessConfig) -> Detector:
+def _spread_logits(model: nn.Module, last: nn.Linear, config: PreprocessConfig) -> nn.Module:
     """Random init gives logits within ~1e-3 of each other, which would make any comparison of
     probabilities pass. Rescale the last layer so varied images get logits of mean 0, std 2."""
     x = torch.stack([load_uint8(image_bytes(seed=1000 + i), config) for i in range(6)])
-    last = detector.head[-1]
+    seen: list[torch.Tensor] = []
+    hook = last.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
     with torch.inference_mode():
-        features = detector.head[:-1](detector.backbone(normalize(x, config)))
-        raw = (features @ last.weight.T).squeeze(1)
+        model(normalize(x, config))
+        raw = (seen[0] @ last.weight.T).squeeze(1)
+    hook.remove()
     scale = 2.0 / float(raw.std())
     with torch.no_grad():
         last.weight.mul_(scale)
         last.bias.fill_(-scale * float(raw.mean()))
-    return detector
+    return model
 
 
 @pytest.fixture(scope="session")
 def make_settings(checkpoints: Checkpoints) -> Callable[..., Settings]:
-    """Settings for the test checkpoints; fp32 so answers can be compared tightly."""
+    """Settings for the test checkpoints (both detectors, discovered in their artifacts folder);
+    fp32 so answers can be compared tightly."""
 
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
-            "detector_path": checkpoints.detector,
+            "artifacts_dir": checkpoints.artifacts,
             "generator_path": checkpoints.generator,
             "device": "cpu",
             "precision": "fp32",

@@ -24,6 +24,8 @@ from models.preprocessing import images_to_bytes
 from tests.app.conftest import (
     DETECTOR_SIZE,
     GENERATOR_SIZE,
+    NPR_NAME,
+    VGG_NAME,
     Checkpoints,
     TestClient,
     image_bytes,
@@ -59,14 +61,19 @@ def test_healthz_readyz_and_models(client: TestClient, checkpoints: Checkpoints)
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["models"]["detector"] == read_meta(checkpoints.detector).weights_sha256[:12]
+    assert ready.json()["models"] == {
+        NPR_NAME: read_meta(checkpoints.npr).weights_sha256[:12],
+        VGG_NAME: read_meta(checkpoints.detector).weights_sha256[:12],
+        "generator": read_meta(checkpoints.generator).weights_sha256[:12],
+    }
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
-    assert set(models) == {"detector", "generator"}
-    assert models["detector"]["threshold"] == 0.5
-    assert models["detector"]["preprocessing"]["image_size"] == DETECTOR_SIZE
+    assert list(models) == [NPR_NAME, VGG_NAME, "generator"]  # detectors by name, then generator
+    assert models[VGG_NAME]["threshold"] == 0.5
+    assert models[VGG_NAME]["preprocessing"]["image_size"] == DETECTOR_SIZE
     assert models["generator"]["config"]["image_size"] == GENERATOR_SIZE
-    assert models["detector"]["device"] == "cpu" and models["detector"]["dtype"] == "fp32"
+    assert models[VGG_NAME]["device"] == "cpu" and models[VGG_NAME]["dtype"] == "fp32"
     assert models["generator"]["step"] == 2
+    assert models["generator"]["kind"] == "generator" and models["generator"]["threshold"] is None
 
 
 def test_readyz_is_503_before_the_models_load(make_settings: Callable[..., Settings]) -> None:
@@ -90,18 +97,29 @@ def test_detect_accepts_every_format_by_content(client: TestClient, fmt: str) ->
     assert response.status_code == 200, response.text
     (verdict,) = response.json()["results"]
     assert verdict["filename"] == "upload.bin"
-    assert 0 <= verdict["probability_synthetic"] <= 1
+    assert [s["model"] for s in verdict["scores"]] == [NPR_NAME, VGG_NAME]
+    assert all(0 <= s["probability_synthetic"] <= 1 for s in verdict["scores"])
 
 
-def test_detect_several_files_labels_follow_the_threshold(client: TestClient) -> None:
+def test_detect_several_files_one_score_per_model_primary_on_top(client: TestClient) -> None:
     files = [("files", (f"im{i}.png", image_bytes(seed=i), "image/png")) for i in range(3)]
     body = client.post("/detect", files=files).json()
-    assert body["model_version"] == client.get("/readyz").json()["models"]["detector"]
+    versions = client.get("/readyz").json()["models"]
+    assert body["model_version"] == versions[NPR_NAME]  # the first model, by name
     assert [r["filename"] for r in body["results"]] == ["im0.png", "im1.png", "im2.png"]
     for r in body["results"]:
-        assert r["threshold"] == 0.5
-        assert r["label"] == ("synthetic" if r["probability_synthetic"] >= 0.5 else "real")
-    assert len({r["probability_synthetic"] for r in body["results"]}) == 3
+        npr, vgg = r["scores"]
+        assert (npr["model"], vgg["model"]) == (NPR_NAME, VGG_NAME)
+        assert npr["model_version"] == versions[NPR_NAME]
+        assert vgg["model_version"] == versions[VGG_NAME]
+        assert (r["probability_synthetic"], r["threshold"]) == (
+            npr["probability_synthetic"],
+            npr["threshold"],
+        )
+        # The VGG16 checkpoint has no operating point: its saved threshold, no band.
+        assert vgg["threshold"] == vgg["inconclusive_below"] == 0.5
+        assert vgg["verdict"] == ("synthetic" if vgg["probability_synthetic"] >= 0.5 else "real")
+    assert len({r["scores"][1]["probability_synthetic"] for r in body["results"]}) == 3
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -306,6 +324,7 @@ def test_metrics_parse_and_count_what_happened(client: TestClient) -> None:
     before = client.get("/metrics").text
     files = [("files", (f"{i}.png", image_bytes(seed=i), "image/png")) for i in range(2)]
     verdicts = client.post("/detect", files=files).json()["results"]
+    only_vgg = client.post(f"/detect?model={VGG_NAME}", files=files[:1]).json()["results"]
     client.post("/generate", json={"n": 2, "format": "jpeg"})
     client.post("/detect", files={"file": ("t.png", b"text", "image/png")})
     after = client.get("/metrics").text
@@ -318,6 +337,7 @@ def test_metrics_parse_and_count_what_happened(client: TestClient) -> None:
         "dermafake_batch_size",
         "dermafake_queue_depth",
         "dermafake_verdicts",
+        "dermafake_detector_verdicts",
         "dermafake_images_generated",
         "dermafake_model_info",
     ):
@@ -326,16 +346,28 @@ def test_metrics_parse_and_count_what_happened(client: TestClient) -> None:
     def delta(name: str, **labels: str) -> float:
         return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
-    assert delta("dermafake_requests_total", endpoint="/detect", method="POST", status="200") == 1
+    assert delta("dermafake_requests_total", endpoint="/detect", method="POST", status="200") == 2
     assert delta("dermafake_requests_total", endpoint="/detect", method="POST", status="422") == 1
     assert delta("dermafake_images_generated_total", format="jpeg") == 2
-    assert delta("dermafake_batch_size_sum", model="detector") == 2
+    assert delta("dermafake_batch_size_sum", model=VGG_NAME) == 3
+    assert delta("dermafake_batch_size_sum", model=NPR_NAME) == 2  # not asked the second time
     assert delta("dermafake_queue_wait_seconds_count", model="generator") == 2
-    for label in ("real", "synthetic"):
-        expected = sum(v["label"] == label for v in verdicts)
+    assert delta("dermafake_queue_wait_seconds_count", model=NPR_NAME) == 2
+    assert delta("dermafake_inference_duration_seconds_count", model=VGG_NAME) >= 1
+    for label in ("real", "synthetic", "inconclusive"):  # each image once, by overall verdict
+        expected = sum(v["label"] == label for v in verdicts + only_vgg)
         assert delta("dermafake_verdicts_total", label=label) == expected
-    assert metric_value(after, "dermafake_queue_depth", model="detector") == 0
-    assert metric_value(after, "dermafake_model_info", model="detector", dtype="fp32") == 1
+        for model in (NPR_NAME, VGG_NAME):
+            scores = [s for v in verdicts + only_vgg for s in v["scores"] if s["model"] == model]
+            expected = sum(s["verdict"] == label for s in scores)
+            assert delta("dermafake_detector_verdicts_total", model=model, label=label) == expected
+    assert "inconclusive" in {s.labels["label"] for s in families["dermafake_verdicts"].samples}
+    for model in (NPR_NAME, VGG_NAME, "generator"):
+        assert metric_value(after, "dermafake_queue_depth", model=model) == 0
+    assert metric_value(after, "dermafake_model_info", model=VGG_NAME, kind="detector") == 1
+    assert (
+        metric_value(after, "dermafake_model_info", model=NPR_NAME, kind="npr", dtype="fp32") == 1
+    )
     client.get("/no/such/path")
     client.post("/generate", content=b"x" * 100_000, headers={"Content-Type": "application/json"})
     later = client.get("/metrics").text
@@ -349,8 +381,29 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     assert {"/detect", "/generate", "/healthz", "/readyz", "/v1/models", "/metrics"} <= set(
         spec["paths"]
     )
-    detect_body = spec["paths"]["/detect"]["post"]["requestBody"]["content"]
+    detect = spec["paths"]["/detect"]["post"]
+    detect_body = detect["requestBody"]["content"]
     assert set(detect_body["multipart/form-data"]["schema"]["properties"]) == {"file", "files"}
+    assert [p["name"] for p in detect["parameters"]] == ["model"]
+    assert "404" in detect["responses"]
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["ModelScore"]["properties"]) == {
+        "model",
+        "model_version",
+        "probability_synthetic",
+        "threshold",
+        "inconclusive_below",
+        "verdict",
+    }
+    assert schemas["Verdict"]["properties"]["scores"]["items"]["$ref"].endswith("/ModelScore")
+    label = schemas["Verdict"]["properties"]["label"]
+    assert set(label.get("enum") or schemas[label["$ref"].split("/")[-1]]["enum"]) == {
+        "synthetic",
+        "real",
+        "inconclusive",
+    }
+    for card_field in ("kind", "architecture", "inconclusive_below", "calibration", "sources"):
+        assert card_field in schemas["ModelInfo"]["properties"]
     assert {p["name"] for p in spec["paths"]["/generate"]["get"]["parameters"]} >= {
         "n",
         "seed",

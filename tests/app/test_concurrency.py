@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,22 +12,32 @@ import torch
 
 from app.settings import Settings
 from models.checkpoint import load_model
+from models.operating_point import OperatingPoint
 from models.preprocessing import load_uint8, normalize
-from tests.app.conftest import Checkpoints, image_bytes, metric_value, running_app
+from tests.app.conftest import (
+    NPR_NAME,
+    VGG_NAME,
+    Checkpoints,
+    image_bytes,
+    metric_value,
+    running_app,
+)
 
 pytestmark = pytest.mark.anyio
 FORMATS = ["PNG", "JPEG", "WEBP", "BMP"]
 
 
-def unbatched_probability(checkpoints: Checkpoints, images: list[bytes]) -> list[float]:
-    """P(synthetic) of each image alone, straight from the checkpoint and models.preprocessing."""
-    model, meta = load_model(checkpoints.detector, "detector")
+def unbatched_probability(path: Path, images: list[bytes]) -> list[float]:
+    """Calibrated P(synthetic) of each image alone, straight from the checkpoint (its own
+    preprocessing and operating point)."""
+    model, meta = load_model(path)
     config = meta.preprocess_config
+    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
     out = []
     with torch.inference_mode():
         for data in images:
             x = normalize(load_uint8(data, config), config).unsqueeze(0)
-            out.append(float(torch.sigmoid(model(x))[0]))
+            out.append(point.probability(float(model(x)[0])))
     return out
 
 
@@ -35,9 +46,12 @@ async def test_32_concurrent_detects_are_batched_and_each_gets_its_own_answer(
 ) -> None:
     # 16 distinct images, each sent twice (a batch-1 VGG16 forward is slow on a small CPU).
     unique = [image_bytes(FORMATS[i % 4], (64 + i, 48 + i), seed=100 + i) for i in range(16)]
-    reference = unbatched_probability(checkpoints, unique)
-    assert len({round(p, 3) for p in reference}) > 8  # distinct enough to catch a mix-up
-    images, expected = unique * 2, reference * 2
+    expected = {}
+    for name, path in ((VGG_NAME, checkpoints.detector), (NPR_NAME, checkpoints.npr)):
+        reference = unbatched_probability(path, unique)
+        assert len({round(p, 3) for p in reference}) > 8  # distinct enough to catch a mix-up
+        expected[name] = reference * 2
+    images = unique * 2
     settings = make_settings(max_batch_size=8, max_wait_ms=50, max_queue_size=64)
     async with running_app(settings) as (_, client):
 
@@ -59,10 +73,15 @@ async def test_32_concurrent_detects_are_batched_and_each_gets_its_own_answer(
     for i, response in enumerate(responses):
         (verdict,) = response.json()["results"]
         assert verdict["filename"] == f"img{i}"
-        assert verdict["probability_synthetic"] == pytest.approx(expected[i], abs=1e-4)
-    forward_passes = metric_value(metrics, "dermafake_batch_size_count", model="detector")
-    assert metric_value(metrics, "dermafake_batch_size_sum", model="detector") == 32  # no bad one
-    assert 4 <= forward_passes < 32  # batched, and never above max_batch_size=8
+        scores = {s["model"]: s["probability_synthetic"] for s in verdict["scores"]}
+        assert scores == {
+            name: pytest.approx(probabilities[i], abs=1e-4)
+            for name, probabilities in expected.items()
+        }
+    for name in (VGG_NAME, NPR_NAME):  # each model batched on its own
+        forward_passes = metric_value(metrics, "dermafake_batch_size_count", model=name)
+        assert metric_value(metrics, "dermafake_batch_size_sum", model=name) == 32  # no bad one
+        assert 4 <= forward_passes < 32  # batched, and never above max_batch_size=8
 
 
 async def test_overload_is_503_with_retry_after_and_the_server_recovers(
@@ -91,8 +110,9 @@ async def test_overload_is_503_with_retry_after_and_the_server_recovers(
                 assert r.headers["Retry-After"] == "3"
                 assert "busy" in r.json()["detail"]
         metrics = (await client.get("/metrics")).text
-        rejected = metric_value(
-            metrics, "dermafake_rejections_total", model="detector", reason="overloaded"
+        rejected = sum(  # each 503 is one model's full queue (the other's work is withdrawn)
+            metric_value(metrics, "dermafake_rejections_total", model=name, reason="overloaded")
+            for name in (VGG_NAME, NPR_NAME)
         )
         assert rejected == statuses.count(503)
         assert (await detect()).status_code == 200  # nothing stuck

@@ -28,14 +28,22 @@ def test_settings_read_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("DERMAFAKE_CHANNELS_LAST", "false")
     monkeypatch.setenv("DERMAFAKE_API_KEY", "s3cret")
     settings = Settings()
-    assert settings.detector_checkpoint == Path("/srv/models/detector/detector.safetensors")
+    assert settings.artifacts_dir == Path("/srv/models")
+    assert settings.detectors is None and settings.detector_path is None  # discover them all
     assert settings.generator_checkpoint == Path("/srv/models/gan/generator.safetensors")
     assert settings.max_batch_size == 4 and settings.precision == "bf16"
     assert settings.channels_last is False
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(settings)
     monkeypatch.setenv("DERMAFAKE_DETECTOR_PATH", "/elsewhere/d.safetensors")
-    assert Settings().detector_checkpoint == Path("/elsewhere/d.safetensors")
+    assert Settings().detector_path == Path("/elsewhere/d.safetensors")
+    monkeypatch.setenv("DERMAFAKE_DETECTORS", " npr-general, /srv/vgg/detector.safetensors ,")
+    assert Settings().detectors == ["npr-general", "/srv/vgg/detector.safetensors"]
+    monkeypatch.setenv("DERMAFAKE_DETECTORS", '["a,b", "c"]')  # JSON: names may hold commas
+    assert Settings().detectors == ["a,b", "c"]
+    monkeypatch.setenv("DERMAFAKE_DETECTORS", "[oops")
+    with pytest.raises(ValidationError, match="JSON"):
+        Settings()
 
 
 def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,7 +85,7 @@ def test_importing_the_module_app_loads_nothing(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("DERMAFAKE_ARTIFACTS_DIR", "/nonexistent")
     module = importlib.reload(importlib.import_module("app.main"))
     assert module.app.state.services is None
-    assert module.app.state.settings.detector_checkpoint.parent == Path("/nonexistent/detector")
+    assert module.app.state.settings.artifacts_dir == Path("/nonexistent")
 
 
 @pytest.mark.anyio

@@ -1,35 +1,59 @@
-"""POST /detect: is each uploaded image a real photo or a generated one?"""
+"""POST /detect: is each uploaded image a real photo or a generated one, by every detector?"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import MetricsDep, ServicesDep
-from app.api.schemas import DetectResponse, ErrorBody, Verdict
+from app.api.deps import MetricsDep, SelectedDetectorsDep, ServicesDep
+from app.api.schemas import DetectResponse, ErrorBody, ModelScore, Verdict
 from app.api.uploads import OPENAPI_BODY, DecodedImagesDep
+from models.operating_point import overall_verdict
 
 router = APIRouter(tags=["detect"])
-ERRORS = {code: {"model": ErrorBody} for code in (401, 413, 415, 422, 503, 504)}
+ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 413, 415, 422, 503, 504)}
 
 
 @router.post("/detect", response_model=DetectResponse, responses=ERRORS, openapi_extra=OPENAPI_BODY)
 async def detect(
-    images: DecodedImagesDep, services: ServicesDep, metrics: MetricsDep
+    images: DecodedImagesDep,
+    detectors: SelectedDetectorsDep,
+    services: ServicesDep,
+    metrics: MetricsDep,
 ) -> DetectResponse:
     """Multipart ``file`` (one image) or ``files`` (several); JPEG, PNG, WebP, BMP or TIFF,
-    recognised by content. Each image gets P(synthetic) and a label from the model threshold."""
-    probabilities = await services.detect_batcher.submit_many([im.pixels for im in images])
-    threshold = services.detector.threshold
+    recognised by content. Every detector asked (``?model=``; all by default) scores each image
+    at its own operating point; ``label`` combines their verdicts: synthetic when any model
+    says synthetic, real only when every model says real, else inconclusive. Top-level
+    ``probability_synthetic``, ``threshold`` and ``model_version`` are the first model's. An
+    unknown model name is a 404 that lists the served ones."""
+    probabilities = await services.detect(detectors, [im.pixels for im in images])
     results = []
-    for image, p in zip(images, probabilities, strict=True):
-        label = "synthetic" if p >= threshold else "real"
+    for i, image in enumerate(images):
+        scores = []
+        for detector, per_image in zip(detectors, probabilities, strict=True):
+            p = per_image[i]
+            verdict = detector.verdict(p)
+            metrics.detector_verdicts.labels(detector.name, verdict).inc()
+            scores.append(
+                ModelScore(
+                    model=detector.name,
+                    model_version=detector.version,
+                    probability_synthetic=p,
+                    threshold=detector.threshold,
+                    inconclusive_below=detector.operating_point.band_low,
+                    verdict=verdict,
+                )
+            )
+        label = overall_verdict([s.verdict for s in scores])
         metrics.verdicts.labels(label).inc()
+        primary = scores[0]
         results.append(
             Verdict(
                 filename=image.filename,
                 label=label,
-                probability_synthetic=p,
-                threshold=threshold,
+                probability_synthetic=primary.probability_synthetic,
+                threshold=primary.threshold,
+                scores=scores,
             )
         )
-    return DetectResponse(model_version=services.detector.version, results=results)
+    return DetectResponse(model_version=detectors[0].version, results=results)

@@ -18,16 +18,12 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorBody}})
 async def readyz(request: Request) -> Readiness | JSONResponse:
-    """Both models loaded, warmed up and their batchers running; 503 while loading or stopping."""
+    """Every model loaded, warmed up and its batcher running; 503 while loading or stopping.
+    ``models``: each detector's name and the generator, with their versions."""
     services = getattr(request.app.state, "services", None)
     if services is None or not services.ready:
         return JSONResponse({"detail": "not ready: models are not loaded"}, status_code=503)
-    stopped = [
-        b.name for b in (services.detect_batcher, services.generate_batcher) if not b.running
-    ]
+    stopped = [b.name for b in services.batchers if not b.running]
     if stopped:
         return JSONResponse({"detail": f"not ready: {stopped} stopped"}, status_code=503)
-    return Readiness(
-        status="ready",
-        models={r.kind: r.version for r in (services.detector, services.generator)},
-    )
+    return Readiness(status="ready", models={r.name: r.version for r in services.runners})

@@ -1,4 +1,5 @@
-"""What is being served: versions, configs, threshold, device and dtype of both models."""
+"""What is being served: a card per detector (operating point, calibration, preprocessing,
+training sources, stored metrics) and the generator's, with versions, device and dtype."""
 
 from __future__ import annotations
 
@@ -12,6 +13,5 @@ router = APIRouter(tags=["models"])
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(services: ServicesDep) -> ModelList:
-    return ModelList(
-        models=[ModelInfo(**r.info()) for r in (services.detector, services.generator)]
-    )
+    """Every detector (primary first), then the generator."""
+    return ModelList(models=[ModelInfo(**r.info()) for r in services.runners])

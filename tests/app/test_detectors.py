@@ -1,0 +1,313 @@
+"""Several detectors served alike: discovery and naming, one score per model and image, the
+overall verdict, ``?model=``, operating points (calibration, threshold, inconclusive band) and
+the model cards."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.discovery import DetectorSetupError, find_detectors
+from app.main import create_app
+from app.runners import DetectorRunner
+from app.settings import Settings
+from models.checkpoint import CheckpointError, load_model
+from models.operating_point import OperatingPoint, overall_verdict
+from models.preprocessing import load_uint8, normalize
+from models.runtime import InferenceOptions
+from tests.app.conftest import (
+    NPR_METRICS,
+    NPR_NAME,
+    NPR_OPERATING_POINT,
+    NPR_SIZE,
+    NPR_SOURCES,
+    VGG_NAME,
+    Checkpoints,
+    TestClient,
+    image_bytes,
+    running_app,
+    write_npr,
+)
+
+IMAGES = 8  # seeds 0..7: the NPR detector calls some synthetic, some inconclusive, some real
+
+
+def _link(root: Path, folder: str, target: Path) -> Path:
+    """``root/folder/detector.safetensors`` pointing at ``target`` (no 640 MB copy)."""
+    path = root / folder / "detector.safetensors"
+    path.parent.mkdir(parents=True)
+    path.symlink_to(target)
+    return path
+
+
+def _upload(n: int = IMAGES) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (f"im{i}.png", image_bytes(seed=i), "image/png")) for i in range(n)]
+
+
+# --- which detectors, under which names --------------------------------------------------------
+
+
+def test_discovery_finds_every_detector_sorted_by_name(
+    checkpoints: Checkpoints, tmp_path: Path
+) -> None:
+    specs = find_detectors(Settings(artifacts_dir=checkpoints.artifacts))
+    assert [(s.name, s.path, s.meta.kind) for s in specs] == [
+        (NPR_NAME, checkpoints.npr, "npr"),  # named by its metadata
+        (VGG_NAME, checkpoints.detector, "detector"),  # no name stored: its folder's
+    ]
+    # Not a detector kind (a generator saved under that file name): skipped, not served.
+    _link(tmp_path, "a-generator", checkpoints.generator)
+    _link(tmp_path, "zz-paper", checkpoints.detector)
+    _link(tmp_path, "b-general", checkpoints.npr)
+    found = find_detectors(Settings(artifacts_dir=tmp_path))
+    assert [s.name for s in found] == [NPR_NAME, "zz-paper"]
+
+
+def test_explicit_detectors_by_name_or_path_and_the_old_detector_path(
+    checkpoints: Checkpoints, tmp_path: Path
+) -> None:
+    artifacts = checkpoints.artifacts
+    chosen = Settings(artifacts_dir=artifacts, detectors=[VGG_NAME, str(checkpoints.npr)])
+    assert [s.name for s in find_detectors(chosen)] == [VGG_NAME, NPR_NAME]  # order as given
+    folder = Settings(artifacts_dir=tmp_path, detectors=[str(checkpoints.npr.parent)])
+    assert [s.path for s in find_detectors(folder)] == [checkpoints.npr]
+    # The single-detector setting alone serves that file alone ...
+    alone = Settings(artifacts_dir=artifacts, detector_path=checkpoints.detector)
+    assert [s.name for s in find_detectors(alone)] == [VGG_NAME]
+    # ... and with a list it is added (once).
+    both = Settings(artifacts_dir=artifacts, detectors=[NPR_NAME], detector_path=checkpoints.npr)
+    assert [s.name for s in find_detectors(both)] == [NPR_NAME]
+    added = Settings(
+        artifacts_dir=artifacts, detectors=[NPR_NAME], detector_path=checkpoints.detector
+    )
+    assert [s.name for s in find_detectors(added)] == [NPR_NAME, VGG_NAME]
+    with pytest.raises(DetectorSetupError, match=rf"'nope'.*found: \['{NPR_NAME}', '{VGG_NAME}'\]"):
+        find_detectors(Settings(artifacts_dir=artifacts, detectors=["nope"]))
+    with pytest.raises(CheckpointError, match="holds a generator, expected a detector"):
+        find_detectors(Settings(detectors=[str(checkpoints.generator)]))
+
+
+def test_duplicate_and_reserved_names_are_refused_naming_the_files(
+    checkpoints: Checkpoints, tmp_path: Path
+) -> None:
+    first = _link(tmp_path / "dup", "a", checkpoints.npr)
+    second = _link(tmp_path / "dup", "b", checkpoints.npr)
+    with pytest.raises(DetectorSetupError, match="two detectors are named") as error:
+        find_detectors(Settings(artifacts_dir=tmp_path / "dup"))
+    assert str(first) in str(error.value) and str(second) in str(error.value)
+    # A new checkpoint that took the paper model's (folder) name, listed beside it.
+    impostor = write_npr(
+        tmp_path / "x.safetensors", name=VGG_NAME, operating_point={"threshold": 1}
+    )
+    clash = Settings(detectors=[str(impostor)], detector_path=checkpoints.detector)
+    with pytest.raises(DetectorSetupError, match=f"named '{VGG_NAME}'") as error:
+        find_detectors(clash)
+    assert str(impostor) in str(error.value) and str(checkpoints.detector) in str(error.value)
+    reserved = _link(tmp_path / "res", "generator", checkpoints.detector)
+    with pytest.raises(DetectorSetupError, match="may not be named 'generator'"):
+        find_detectors(Settings(detectors=[str(reserved)]))
+
+
+@pytest.mark.anyio
+async def test_no_detector_is_a_start_up_error_saying_what_to_run(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(artifacts_dir=tmp_path / "empty")
+    with pytest.raises(DetectorSetupError, match=r"python -m training\.pipeline") as error:
+        async with running_app(settings):
+            pass
+    assert str(tmp_path / "empty") in str(error.value)
+
+
+def test_one_runner_class_serves_every_detector_kind(checkpoints: Checkpoints) -> None:
+    options = InferenceOptions(torch.device("cpu"))
+    npr = DetectorRunner.from_checkpoint(checkpoints.npr, options)
+    vgg = DetectorRunner.from_checkpoint(checkpoints.detector, options)
+    assert (npr.name, npr.meta.kind, vgg.name, vgg.meta.kind) == (
+        NPR_NAME,
+        "npr",
+        VGG_NAME,
+        "detector",
+    )
+    assert npr.operating_point == OperatingPoint(**NPR_OPERATING_POINT)
+    assert vgg.operating_point == OperatingPoint(threshold=0.5)  # saved threshold, T = 1
+    with pytest.raises(CheckpointError, match="expected a detector"):
+        DetectorRunner.from_checkpoint(checkpoints.generator, options)
+
+
+# --- /detect with both models ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings())) as c:
+        yield c
+
+
+def _reference(path: Path, n: int = IMAGES) -> list[tuple[float, str]]:
+    """(calibrated P(synthetic), verdict) per image, straight from the checkpoint."""
+    model, meta = load_model(path)
+    config = meta.preprocess_config
+    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+    out = []
+    with torch.inference_mode():
+        for i in range(n):
+            logit = float(model(normalize(load_uint8(image_bytes(seed=i), config), config)[None]))
+            out.append((point.probability(logit), point.verdict(point.probability(logit))))
+    return out
+
+
+def test_every_model_scores_every_image_and_the_label_combines_them(
+    client: TestClient, checkpoints: Checkpoints
+) -> None:
+    body = client.post("/detect", files=_upload()).json()
+    want = {VGG_NAME: _reference(checkpoints.detector), NPR_NAME: _reference(checkpoints.npr)}
+    # The NPR detector's calibration is applied: p = sigmoid(logit / 2 + 0.25), not sigmoid(logit).
+    model, meta = load_model(checkpoints.npr)
+    config = meta.preprocess_config
+    assert (config.crop, config.image_size) == ("native", NPR_SIZE)
+    with torch.inference_mode():
+        logit = float(model(normalize(load_uint8(image_bytes(seed=2), config), config)[None]))
+    assert want[NPR_NAME][2][0] == pytest.approx(1 / (1 + math.exp(-(logit / 2 + 0.25))))
+    assert abs(logit) > 0.5  # so that T = 1 would give a clearly different number
+    npr_verdicts = []
+    for i, result in enumerate(body["results"]):
+        assert [s["model"] for s in result["scores"]] == [NPR_NAME, VGG_NAME]
+        for score in result["scores"]:
+            p, verdict = want[score["model"]][i]
+            assert score["probability_synthetic"] == pytest.approx(p, abs=1e-5)
+            assert score["verdict"] == verdict
+        npr, vgg = result["scores"]
+        assert (npr["threshold"], npr["inconclusive_below"]) == (0.6, 0.4)
+        assert (vgg["threshold"], vgg["inconclusive_below"]) == (0.5, 0.5)
+        assert result["label"] == overall_verdict([npr["verdict"], vgg["verdict"]])
+        npr_verdicts.append(npr["verdict"])
+    # All three verdicts occur, so the assertions above could each fail.
+    assert set(npr_verdicts) == {"synthetic", "inconclusive", "real"}
+
+
+def test_model_parameter_restricts_and_orders_the_scores(client: TestClient) -> None:
+    versions = client.get("/readyz").json()["models"]
+    for query in (f"model={VGG_NAME}", f"model={VGG_NAME}&model={VGG_NAME}"):
+        body = client.post(f"/detect?{query}", files=_upload(2)).json()
+        assert body["model_version"] == versions[VGG_NAME]
+        for result in body["results"]:
+            (score,) = result["scores"]
+            assert score["model"] == VGG_NAME
+            assert result["label"] == score["verdict"]  # one model: its verdict is the label
+            assert result["probability_synthetic"] == score["probability_synthetic"]
+    for query in (f"model={VGG_NAME},{NPR_NAME}", f"model={VGG_NAME}&model={NPR_NAME}"):
+        body = client.post(f"/detect?{query}", files=_upload(1)).json()
+        assert [s["model"] for s in body["results"][0]["scores"]] == [VGG_NAME, NPR_NAME]
+        assert body["model_version"] == versions[VGG_NAME]  # the first asked is the primary
+
+
+def test_unknown_model_is_a_404_naming_the_served_ones(client: TestClient) -> None:
+    response = client.post("/detect?model=npr-general,stylegan-killer", files=_upload(1))
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert "'stylegan-killer'" in detail and NPR_NAME in detail and VGG_NAME in detail
+    assert client.post("/detect", files=_upload(1)).status_code == 200
+
+
+def test_model_cards_show_operating_points_sources_and_metrics(
+    client: TestClient, checkpoints: Checkpoints
+) -> None:
+    cards = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    npr, vgg = cards[NPR_NAME], cards[VGG_NAME]
+    assert (npr["kind"], npr["architecture"]) == ("npr", "npr")
+    assert (vgg["kind"], vgg["architecture"]) == ("detector", "vgg16")
+    assert (npr["threshold"], npr["inconclusive_below"]) == (0.6, 0.4)
+    assert (npr["target_fpr"], npr["criterion"]) == (0.05, "fpr")
+    assert npr["calibration"] == {"method": "platt", "temperature": 2.0, "bias": 0.25}
+    assert npr["sources"] == {"train": ["sngan", "zoo-transposed-2"], "held_out": ["dcgan-64"]}
+    assert NPR_SOURCES["held_out"] and npr["metrics"] == NPR_METRICS
+    assert npr["preprocessing"]["crop"] == "native"
+    assert npr["preprocessing"]["image_size"] == NPR_SIZE
+    assert npr["config"]["width"] == 16
+    # A checkpoint from before operating points: its threshold, T = 1, no band, no sources.
+    assert (vgg["threshold"], vgg["inconclusive_below"], vgg["target_fpr"]) == (0.5, 0.5, None)
+    assert vgg["calibration"]["temperature"] == 1.0 and vgg["criterion"] == "default"
+    assert vgg["sources"] == {} and vgg["preprocessing"]["crop"] == "center_square"
+    for card in (npr, vgg):
+        assert card["device"] == "cpu" and card["compile"] is False and card["batch_buckets"] == []
+    assert cards["generator"]["calibration"] is None and cards["generator"]["sources"] is None
+
+
+# --- operating points flip verdicts ------------------------------------------------------------
+
+# Temperature 1e6 squeezes every logit to P(synthetic) = 0.5 +- 1e-6: where 0.5 falls decides.
+OPERATING_POINTS = {
+    "npr-always-synthetic": {"threshold": 0.0},
+    "npr-always-inconclusive": {"threshold": 0.6, "inconclusive_below": 0.4, "temperature": 1e6},
+    "npr-always-real": {"threshold": 0.6, "inconclusive_below": 0.55, "temperature": 1e6},
+    "npr-strict": {"threshold": 1.0, "inconclusive_below": 0.0},  # never sure: all inconclusive
+}
+
+
+@pytest.fixture(scope="module")
+def flip_client(
+    make_settings: Callable[..., Settings],
+    checkpoints: Checkpoints,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TestClient]:
+    root = tmp_path_factory.mktemp("operating-points")
+    paths = [
+        str(write_npr(root / name / "detector.safetensors", name=name, operating_point=point))
+        for name, point in OPERATING_POINTS.items()
+    ]
+    settings = make_settings(detectors=[str(checkpoints.npr), *paths])  # no VGG16: fast
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        (["npr-always-synthetic"], "synthetic"),
+        (["npr-always-inconclusive"], "inconclusive"),
+        (["npr-always-real"], "real"),
+        (["npr-strict"], "inconclusive"),
+        (["npr-always-real", "npr-always-inconclusive"], "inconclusive"),
+        (["npr-always-inconclusive", "npr-always-synthetic"], "synthetic"),
+        (["npr-always-real", "npr-always-synthetic", "npr-always-inconclusive"], "synthetic"),
+    ],
+)
+def test_operating_points_decide_the_verdicts(
+    flip_client: TestClient, models: list[str], expected: str
+) -> None:
+    body = flip_client.post(f"/detect?model={','.join(models)}", files=_upload()).json()
+    for result in body["results"]:
+        assert result["label"] == expected
+        for score in result["scores"]:
+            point = OPERATING_POINTS[score["model"]]
+            want = {"npr-always-synthetic": "synthetic", "npr-always-real": "real"}.get(
+                score["model"], "inconclusive"
+            )
+            assert score["verdict"] == want
+            assert score["threshold"] == point["threshold"]
+            assert score["inconclusive_below"] == point.get("inconclusive_below", 0.0)
+            if point.get("temperature") == 1e6:
+                assert score["probability_synthetic"] == pytest.approx(0.5, abs=1e-5)
+
+
+def test_a_model_saying_real_never_changes_another_models_verdict(flip_client: TestClient) -> None:
+    """The same weights at three operating points: real is neutral, inconclusive and synthetic
+    win over it, exactly as models.operating_point.overall_verdict says."""
+    general = flip_client.post(f"/detect?model={NPR_NAME}", files=_upload()).json()["results"]
+    own = [r["label"] for r in general]
+    assert set(own) == {"synthetic", "inconclusive", "real"}
+    paired = flip_client.post(f"/detect?model={NPR_NAME},npr-always-real", files=_upload()).json()[
+        "results"
+    ]
+    assert [r["label"] for r in paired] == own
+    unsure = flip_client.post(
+        f"/detect?model={NPR_NAME}&model=npr-always-inconclusive", files=_upload()
+    ).json()["results"]
+    assert [r["label"] for r in unsure] == [
+        "synthetic" if label == "synthetic" else "inconclusive" for label in own
+    ]
