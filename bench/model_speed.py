@@ -1,4 +1,8 @@
-"""Raw model throughput: images/s of the detector and generator per batch size and setting.
+"""Raw model throughput: images/s of each model per batch size and setting.
+
+Models: ``detector`` (the paper's VGG16 + head), ``npr`` (the general detector), ``generator``
+(the SNGAN). Give several (``--model detector npr``) to compare them in one run: each row then
+also carries its speed relative to the first model at the same setting and batch size.
 
 Settings are names built from parts: ``fp32``/``bf16``/``fp16`` (weights and inputs cast, as the
 service does), ``_cl`` (channels_last), ``compile_`` (torch.compile with inductor freezing, one
@@ -7,6 +11,8 @@ static graph per batch size). Each is prepared by the service's own
 ratios are comparable. Writes JSON; prints a table.
 
     python -m bench.model_speed --batch-sizes 1 4 16 64 --out bench/results/model_speed.json
+    python -m bench.model_speed --model detector npr --settings compile_fp32_cl \
+        --batch-sizes 1 16 --out bench/results/npr_vs_vgg16.json
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from tqdm import tqdm
 from bench.machine import describe
 from bench.timing import timed
 from models.detector import Detector
+from models.npr import NPRConfig, NPRDetector
 from models.runtime import (
     DTYPES,
     InferenceOptions,
@@ -35,7 +42,7 @@ from training.common import write_json
 
 @dataclass
 class Config:
-    model: str = "detector"
+    model: list[str] = field(default_factory=lambda: ["detector"])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
     settings: list[str] = field(
         default_factory=lambda: ["fp32", "fp32_cl", "bf16_cl", "compile_fp32_cl"]
@@ -49,7 +56,13 @@ class Config:
 
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", choices=["detector", "generator"], default="detector")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        choices=list(MODELS),
+        default=["detector"],
+        help="detector (VGG16), npr (general detector) and/or generator",
+    )
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument(
         "--settings",
@@ -77,14 +90,17 @@ def options_for(setting: str, device: torch.device) -> InferenceOptions:
     )
 
 
-def build(config: Config, options: InferenceOptions) -> tuple[torch.nn.Module, Callable]:
-    if config.model == "detector":
-        model: torch.nn.Module = Detector()
-        size = config.image_size
-        make = lambda n: torch.randn(n, 3, size, size)  # noqa: E731
-    else:
-        model = Generator(GeneratorConfig(image_size=config.image_size))
+MODELS = ("detector", "npr", "generator")
+
+
+def build(name: str, config: Config, options: InferenceOptions) -> tuple[torch.nn.Module, Callable]:
+    size = config.image_size
+    if name == "generator":
+        model: torch.nn.Module = Generator(GeneratorConfig(image_size=size))
         make = lambda n: torch.randn(n, model.config.z_dim)  # noqa: E731
+    else:
+        model = Detector() if name == "detector" else NPRDetector(NPRConfig(image_size=size))
+        make = lambda n: torch.randn(n, 3, size, size)  # noqa: E731
     return prepare_for_inference(model, options), lambda n: to_input(make(n), options)
 
 
@@ -99,17 +115,29 @@ def main(config: Config) -> list[dict]:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     rows = []
-    for setting in config.settings:
-        model, inputs = build(config, options_for(setting, device))
-        for bs in tqdm(config.batch_sizes, desc=setting, leave=False):
-            ips = measure(model, inputs(bs), device, config.seconds)
-            row = {"setting": setting, "batch": bs, "images_per_s": round(ips, 2)}
-            rows.append(row)
-            print(f"{config.model:9s} {setting:18s} batch {bs:3d}: {ips:8.2f} img/s", flush=True)
-        torch._dynamo.reset()
-    base = {r["batch"]: r["images_per_s"] for r in rows if r["setting"] == config.settings[0]}
+    for name in config.model:
+        for setting in config.settings:
+            model, inputs = build(name, config, options_for(setting, device))
+            for bs in tqdm(config.batch_sizes, desc=f"{name} {setting}", leave=False):
+                ips = measure(model, inputs(bs), device, config.seconds)
+                row = {
+                    "model": name,
+                    "setting": setting,
+                    "batch": bs,
+                    "images_per_s": round(ips, 2),
+                }
+                rows.append(row)
+                print(f"{name:9s} {setting:18s} batch {bs:3d}: {ips:8.2f} img/s", flush=True)
+            torch._dynamo.reset()
+    first, base_setting = config.model[0], config.settings[0]
+    ips = {(r["model"], r["setting"], r["batch"]): r["images_per_s"] for r in rows}
     for r in rows:
-        r["ratio_vs_" + config.settings[0]] = round(r["images_per_s"] / base[r["batch"]], 2)
+        base = ips[(r["model"], base_setting, r["batch"])]
+        r["ratio_vs_" + base_setting] = round(r["images_per_s"] / base, 2)
+        if len(config.model) > 1:
+            r["ratio_vs_" + first] = round(
+                r["images_per_s"] / ips[(first, r["setting"], r["batch"])], 2
+            )
     result = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "machine": describe(device),

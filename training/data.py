@@ -7,12 +7,14 @@ fixed seed, and the result is written as a CSV manifest beside every run.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -55,6 +57,17 @@ class SplitConfig:
         total = sum(self.fractions.values())
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split fractions must sum to 1, got {total}")
+
+
+def parse_fractions(text: str) -> dict[str, float]:
+    """``"0.5,0.3,0.1,0.1"`` -> {split: fraction}: the argparse type of --split-fractions."""
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if len(parts) != len(SPLITS):
+        raise argparse.ArgumentTypeError(f"give {len(SPLITS)} fractions for {', '.join(SPLITS)}")
+    return dict(zip(SPLITS, parts, strict=True))
 
 
 def _metadata_file(root: Path) -> Path:
@@ -135,6 +148,15 @@ def split_by_lesion(records: Sequence[Record], config: SplitConfig) -> dict[str,
                 out[s].extend(sorted(lesions[lesion_id], key=lambda r: r.image_id))
             start = end
     return out
+
+
+def subsample(items: Sequence[Any], limit: int, seed: int) -> list[Any]:
+    """A seeded random subset of at most ``limit`` items (0 = all), in the original order.
+    (The lesion split is ordered by diagnosis, so "the first N" would be one diagnosis.)"""
+    if limit <= 0 or len(items) <= limit:
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
 
 
 def write_manifest(splits: dict[str, list[Record]], path: str | Path) -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from training.data import (
     SplitConfig,
     list_images,
     load_splits,
+    subsample,
     write_manifest,
 )
 
@@ -83,15 +83,6 @@ def split_synthetic(
         idx = int(np.searchsorted(bounds, u, side="right"))
         out[SYNTHETIC_SPLITS[min(idx, 2)]].append(p)
     return out
-
-
-def subsample(items: Sequence[Any], limit: int, seed: int) -> list[Any]:
-    """A seeded random subset of at most ``limit`` items (0 = all), in the original order.
-    (The lesion split is ordered by diagnosis, so "the first N" would be one diagnosis.)"""
-    if limit <= 0 or len(items) <= limit:
-        return list(items)
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in keep]
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,9 @@ from training.data import (
     Record,
     SplitConfig,
     load_splits,
+    parse_fractions,
     preload,
+    subsample,
 )
 from training.losses import get_loss
 from training.synthesize import noise_for
@@ -120,17 +122,6 @@ class FakesConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Command line
-
-
-def _fractions(text: str) -> dict[str, float]:
-    """``"0.5,0.3,0.1,0.1"`` -> fractions of gan_train, detector_train, detector_val/test."""
-    try:
-        parts = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if len(parts) != len(SPLITS):
-        raise argparse.ArgumentTypeError(f"give {len(SPLITS)} fractions for {', '.join(SPLITS)}")
-    return dict(zip(SPLITS, parts, strict=True))
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -207,14 +198,14 @@ def parse_args(argv: Sequence[str] | None = None) -> FakesConfig:
         "--limit-images",
         type=int,
         default=d.limit_images,
-        help="train on the first N gan_train images only (0 = all)",
+        help="train on a seeded subset of N gan_train images (0 = all)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="model init, data order, noise")
     p.add_argument(
         "--split-fractions",
         "--split",
         dest="split_fractions",
-        type=_fractions,
+        type=parse_fractions,
         default=",".join(str(v) for v in DEFAULT_FRACTIONS.values()),
         help=f"lesion-level split fractions for {', '.join(SPLITS)} (as train_gan)",
     )
@@ -227,7 +218,7 @@ def parse_args(argv: Sequence[str] | None = None) -> FakesConfig:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     args = p.parse_args(argv)
     if isinstance(args.split_fractions, str):
-        args.split_fractions = _fractions(args.split_fractions)
+        args.split_fractions = parse_fractions(args.split_fractions)
     if isinstance(args.sources, str):
         args.sources = _names(args.sources)
     if isinstance(args.zoo, str):
@@ -647,8 +638,7 @@ def main(config: FakesConfig) -> Path:
 
     splits = load_splits(config.data, SplitConfig(config.split_fractions, config.split_seed))
     records = splits["gan_train"]
-    if config.limit_images > 0:
-        records = records[: config.limit_images]
+    records = subsample(records, config.limit_images, config.seed)  # seeded: all diagnoses
     split = {
         "name": "gan_train",
         "fractions": config.split_fractions,

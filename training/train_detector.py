@@ -61,7 +61,7 @@ from training.common import (
     seed_everything,
     write_json,
 )
-from training.data import DEFAULT_FRACTIONS, SPLITS, SplitConfig, preload
+from training.data import DEFAULT_FRACTIONS, SplitConfig, parse_fractions, preload
 from training.detector_data import (
     DEFAULT_SYNTHETIC_FRACTIONS,
     SYNTHETIC_SALT,
@@ -576,13 +576,6 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------- command line
 
 
-def _fractions(text: str) -> dict[str, float]:
-    values = [float(v) for v in text.split(",")]
-    if len(values) != len(SPLITS):
-        raise argparse.ArgumentTypeError(f"need {len(SPLITS)} comma-separated fractions")
-    return dict(zip(SPLITS, values, strict=True))
-
-
 def _synthetic_fractions(text: str) -> tuple[float, float, float]:
     values = tuple(float(v) for v in text.split(","))
     if len(values) != 3:
@@ -688,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a(
         "--split-fractions",
-        type=_fractions,
+        type=parse_fractions,
         default=dict(DEFAULT_FRACTIONS),
         help="lesion fractions gan_train,detector_train,detector_val,detector_test "
         "(default 0.5,0.3,0.1,0.1; keep the GAN's values so its lesions stay out)",

@@ -51,7 +51,14 @@ from training.common import (
     seed_everything,
     write_json,
 )
-from training.data import DEFAULT_FRACTIONS, SPLITS, SplitConfig, load_splits, preload
+from training.data import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    SplitConfig,
+    load_splits,
+    parse_fractions,
+    preload,
+)
 from training.data import write_manifest as write_split_manifest
 from training.diffaugment import diff_augment, parse_policy
 from training.losses import LOSSES, GanLoss, get_loss
@@ -93,14 +100,6 @@ class TrainGanConfig:
     split_fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
     split_seed: int = 0
     quiet: bool = False
-
-
-def _fractions(text: str) -> dict[str, float]:
-    """``"0.5,0.3,0.1,0.1"`` -> fractions of gan_train, detector_train, detector_val/test."""
-    parts = [float(p) for p in text.split(",")]
-    if len(parts) != len(SPLITS):
-        raise argparse.ArgumentTypeError(f"give {len(SPLITS)} fractions for {', '.join(SPLITS)}")
-    return dict(zip(SPLITS, parts, strict=True))
 
 
 def parse_args(argv: list[str] | None = None) -> TrainGanConfig:
@@ -188,7 +187,7 @@ def parse_args(argv: list[str] | None = None) -> TrainGanConfig:
     p.add_argument(
         "--split",
         dest="split_fractions",
-        type=_fractions,
+        type=parse_fractions,
         default=",".join(str(v) for v in DEFAULT_FRACTIONS.values()),
         help=f"lesion-level split fractions for {', '.join(SPLITS)}",
     )
@@ -196,7 +195,7 @@ def parse_args(argv: list[str] | None = None) -> TrainGanConfig:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if isinstance(args.split_fractions, str):
-        args.split_fractions = _fractions(args.split_fractions)
+        args.split_fractions = parse_fractions(args.split_fractions)
     cfg = TrainGanConfig(**vars(args))
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.n_dis < 1:
         p.error("--steps, --batch-size and --n-dis must be >= 1")

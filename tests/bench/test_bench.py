@@ -32,6 +32,17 @@ def test_model_speed_measures_every_setting_and_batch(tmp_path: Path) -> None:
     assert result["machine"]["threads"] >= 1 and result["machine"]["torch"]
 
 
+def test_model_speed_compares_models_in_one_run(tmp_path: Path) -> None:
+    args = ["--model", "npr", "generator", "--image-size", "32", "--batch-sizes", "2"]
+    rows = model_speed.main(
+        model_speed.parse_args([*args, "--settings", "fp32", "--seconds", "0.05"])
+    )
+    assert [r["model"] for r in rows] == ["npr", "generator"]
+    npr, gen = rows
+    assert npr["ratio_vs_npr"] == 1.0
+    assert gen["ratio_vs_npr"] == pytest.approx(gen["images_per_s"] / npr["images_per_s"], abs=0.01)
+
+
 def test_service_speed_runs_the_real_server_batched_and_unbatched(
     checkpoints: Checkpoints, tmp_path: Path
 ) -> None:

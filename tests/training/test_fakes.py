@@ -14,7 +14,7 @@ from PIL import Image
 from models.checkpoint import load_model
 from models.preprocessing import GAN_MEAN, GAN_STD, PreprocessConfig
 from models.upsamplers import Autoencoder, UpsamplerConfig
-from training.data import SplitConfig, load_splits
+from training.data import SplitConfig, load_splits, subsample
 from training.fakes import (
     DEFAULT_ZOO,
     MANIFEST_FIELDS,
@@ -28,6 +28,7 @@ from training.fakes import (
 
 ZOO = ("transposed-2", "pixel_shuffle-1")
 LIMIT = 24
+SEED = 0  # the default --seed, which also seeds the --limit-images subset
 TINY = [
     "--zoo-steps", "3", "--zoo-seconds", "0", "--zoo-width", "4", "--zoo-batch-size", "8",
     "--dcgan-size", "32", "--dcgan-steps", "3", "--dcgan-seconds", "0",
@@ -86,7 +87,8 @@ def test_every_source_has_its_folder_files_and_checkpoint(built: Path) -> None:
 
 def test_zoo_rebuilds_gan_train_photos_only_at_native_size(ham_dir: Path, built: Path) -> None:
     splits = load_splits(ham_dir, SplitConfig())
-    by_id = {r.image_id: r for r in splits["gan_train"][:LIMIT]}
+    # the seeded subset --limit-images takes (all diagnoses, not the first N rows)
+    by_id = {r.image_id: r for r in subsample(splits["gan_train"], LIMIT, SEED)}
     held_out = {r.image_id for s in splits if s != "gan_train" for r in splits[s]}
     for variant in ZOO:
         folder = built / f"zoo-{variant}"

@@ -10,8 +10,8 @@ from models.operating_point import OperatingPoint
 from models.preprocessing import images_to_bytes
 from models.sngan import Generator, GeneratorConfig
 from training.common import read_csv
-from training.data import SplitConfig, load_splits, preload, read_manifest
-from training.detector_data import split_synthetic, subsample
+from training.data import SplitConfig, load_splits, preload, read_manifest, subsample
+from training.detector_data import split_synthetic
 from training.metrics import select_threshold
 from training.scoring import calibrated, predict_logits
 from training.train_detector import main, parse_args
