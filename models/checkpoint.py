@@ -201,7 +201,7 @@ def load_model(
     config_cls, model_cls = MODEL_KINDS[meta.kind]
     try:
         config = config_cls(**meta.config)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: config does not fit {config_cls.__name__} ({exc})") from exc
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:

@@ -51,7 +51,7 @@ from models.detector import Detector, DetectorConfig, load_imagenet_weights
 from models.operating_point import OperatingPoint
 from models.preprocessing import PreprocessConfig, normalize
 from models.runtime import PRECISIONS, autocast, resolve_device, resolve_dtype
-from training.augment import Augment, AugmentConfig
+from training.augment import Augment, AugmentConfig, perturb
 from training.common import (
     CsvLog,
     Dist,
@@ -80,9 +80,11 @@ from training.scoring import (
     choose_operating_point,
     predict_logits,
     sigmoid,
+    verdict_shares,
 )
 
 ARCHITECTURES = ("vgg16", "npr")
+CONTROL = "downscale_x0.5"  # training.augment.PERTURBATIONS: the resampling control
 DEFAULT_NAMES = {"vgg16": "vgg16-paper", "npr": "npr-general"}
 LOG_FIELDS = (
     "step",
@@ -91,6 +93,7 @@ LOG_FIELDS = (
     "lr",
     "img_per_s",
     "val_selection",
+    "val_control_flagged",
     "val_roc_auc",
     "val_loss",
     "val_balanced_accuracy",
@@ -118,6 +121,7 @@ class TrainConfig:
     allow_download: bool = False
     image_size: int = 128
     dropout: float = 0.5
+    npr_norm: str = "none"
     precision: str = "auto"
     device: str = "auto"
     channels_last: bool = True
@@ -171,7 +175,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if cfg.arch == "npr":
         from models.npr import NPRConfig, NPRDetector
 
-        return NPRDetector(NPRConfig(image_size=cfg.image_size))
+        return NPRDetector(NPRConfig(image_size=cfg.image_size, residual_norm=cfg.npr_norm))
     if cfg.arch != "vgg16":
         raise ValueError(f"unknown architecture {cfg.arch!r}; choose from {ARCHITECTURES}")
     model = Detector(DetectorConfig(image_size=cfg.image_size, dropout=cfg.dropout))
@@ -208,12 +212,15 @@ def training_batch(
 
 @dataclass
 class Validation:
-    """Validation images (centre crops, as served), their labels and source names."""
+    """Validation images (centre crops, as served), their labels and source names, and the
+    resampling control: the real ones downscaled x0.5 and back (still real; watched, never used
+    to set the threshold)."""
 
     images: torch.Tensor
     labels: np.ndarray
     source: np.ndarray  # "real" or the fake source's name
     held_out: tuple[str, ...]
+    control: torch.Tensor
 
     @classmethod
     def load(
@@ -227,10 +234,16 @@ class Validation:
         )
         labels = np.array([0] * len(val.real) + [1] * len(val.synthetic))
         source = np.array(["real"] * len(val.real) + list(val.source))
-        return cls(images, labels, source, tuple(sources.held_out))
+        control = perturb(images[: len(val.real)], CONTROL)
+        return cls(images, labels, source, tuple(sources.held_out), control)
 
     def report(
-        self, logits: np.ndarray, criterion: str, target_fpr: float, band: float
+        self,
+        logits: np.ndarray,
+        criterion: str,
+        target_fpr: float,
+        band: float,
+        control_logits: np.ndarray | None = None,
     ) -> tuple[dict[str, Any], OperatingPoint]:
         """Validation metrics at the operating point chosen on these same images."""
         point = choose_operating_point(
@@ -256,6 +269,8 @@ class Validation:
         report["selection"] = float(np.mean(held)) if held else report["roc_auc"]
         report["selection_on"] = "held-out sources" if held else "all validation fakes"
         report["operating_point"] = point.to_dict()
+        if control_logits is not None:
+            report["resampling_control"] = verdict_shares(calibrated(point, control_logits), point)
         return report, point
 
 
@@ -288,7 +303,18 @@ def _validate(
         for i, lg in parts:
             full[i] = lg
         logits = full
-    return val.report(logits, cfg.criterion, cfg.target_fpr, cfg.inconclusive_fpr)
+    control = predict_logits(
+        model,
+        val.control,
+        preprocess,
+        device,
+        dtype,
+        batch_size=cfg.eval_batch_size,
+        channels_last=cfg.channels_last,
+        desc="resampling control",
+        quiet=True,
+    )
+    return val.report(logits, cfg.criterion, cfg.target_fpr, cfg.inconclusive_fpr, control)
 
 
 # ---------------------------------------------------------------- training
@@ -527,6 +553,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
                 bad_evals += 1
             row.update(
                 val_selection=report["selection"],
+                val_control_flagged=report["resampling_control"]["flagged_synthetic"],
                 val_roc_auc=report["roc_auc"],
                 val_loss=report["loss"],
                 val_balanced_accuracy=report["balanced_accuracy"],
@@ -536,7 +563,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
                 progress.write(
                     f"step {step}: selection ({report['selection_on']}) ROC-AUC "
                     f"{report['selection']:.4f}, all val ROC-AUC {report['roc_auc']:.4f} "
-                    f"loss {report['loss']:.4f} threshold {point.threshold:.4g}"
+                    f"loss {report['loss']:.4f} threshold {point.threshold:.4g}, resampled "
+                    f"real flagged {report['resampling_control']['flagged_synthetic']:.1%}"
                     + (" (best)" if improved else "")
                 )
             save_training_state()
@@ -630,6 +658,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--allow-download", action="store_true", help="let --pretrained imagenet download weights")
     a("--image-size", type=int, default=128, help="input size in px (paper: 128)")
     a("--dropout", type=float, default=0.5, help="dropout in the vgg16 head (default 0.5)")
+    a(
+        "--npr-norm",
+        choices=("none", "rms"),
+        default="none",
+        help="npr: divide each image's residual by its RMS so that sharpness is no cue "
+        "(default none, as the paper)",
+    )
     a("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 only where native")
     a("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     a("--no-channels-last", dest="channels_last", action="store_false", help="NCHW tensors")

@@ -168,3 +168,23 @@ def test_new_kinds_round_trip(tmp_path: Path, kind: str) -> None:
 def test_detector_kinds_are_registered_and_give_one_logit() -> None:
     assert set(DETECTOR_KINDS) <= set(MODEL_KINDS) and "npr" in DETECTOR_KINDS
     assert not {"generator", "autoencoder", "dcgan_generator"} & set(DETECTOR_KINDS)
+
+
+def test_config_its_class_refuses_is_a_checkpoint_error(tmp_path: Path) -> None:
+    """A config value the model's own validation rejects (ValueError) reads as a damaged
+    checkpoint, not as a crash of the loader."""
+    from models.npr import NPRConfig, NPRDetector
+
+    path = tmp_path / "npr.safetensors"
+    meta = save_model(path, NPRDetector(NPRConfig(image_size=32, width=8)), GAN_PRE)
+    from safetensors.torch import load_file
+
+    fields = json.loads(json.dumps(meta.__dict__))
+    fields["config"]["residual_norm"] = "bogus"
+    save_file(
+        load_file(str(path)),
+        str(path),
+        metadata={"format": "dermafake/1", "dermafake": json.dumps(fields)},
+    )
+    with pytest.raises(CheckpointError, match="residual_norm"):
+        load_model(path)

@@ -58,3 +58,21 @@ def test_config_round_trips_lists_and_validates() -> None:
         NPRConfig(image_size=63)
     with pytest.raises(ValueError, match="layers"):
         NPRConfig(layers=())
+
+
+def test_rms_norm_makes_the_residual_size_no_cue() -> None:
+    """With ``residual_norm="rms"`` a sharper (higher-contrast) copy of an image scores the same:
+    the network sees the residual's pattern, not its size. Without it, the score moves."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    for norm, same in (("rms", True), ("none", False)):
+        torch.manual_seed(1)
+        model = NPRDetector(NPRConfig(image_size=32, width=8, residual_norm=norm)).eval()
+        with torch.no_grad():
+            a, b = model(x), model(3.0 * x + 0.5)  # residual x3; the offset cancels in it
+        assert torch.allclose(a, b, atol=1e-2) == same, norm  # 1e-2: the RMS floor
+
+
+def test_unknown_residual_norm_is_refused() -> None:
+    with pytest.raises(ValueError, match="residual_norm"):
+        NPRConfig(residual_norm="l1")
