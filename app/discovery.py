@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.settings import Settings
-from models.checkpoint import DETECTOR_KINDS, CheckpointError, CheckpointMeta, read_meta
+from models.checkpoint import (
+    DETECTOR_KINDS,
+    CheckpointError,
+    CheckpointMeta,
+    model_name,
+    read_meta,
+)
 
 CHECKPOINT_FILE = "detector.safetensors"
 RESERVED_NAMES = ("generator",)
@@ -36,12 +42,6 @@ class DetectorSpec:
     name: str
     path: Path
     meta: CheckpointMeta
-
-
-def model_name(path: str | Path, meta: CheckpointMeta) -> str:
-    """``extra["name"]`` as training wrote it, else the checkpoint's folder name."""
-    name = (meta.extra or {}).get("name")
-    return str(name) if name else Path(path).absolute().parent.name
 
 
 def read_detector(path: str | Path) -> DetectorSpec:

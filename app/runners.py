@@ -154,6 +154,7 @@ class DetectorRunner(Runner):
     ) -> None:
         super().__init__(model, meta, options, buckets, name)
         self.operating_point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+        self.evaluation: dict[str, Any] | None = None  # held-out figures, set by the service
 
     @classmethod
     def from_checkpoint(
@@ -184,6 +185,7 @@ class DetectorRunner(Runner):
             "target_fpr": op.target_fpr,
             "criterion": op.criterion,
             "calibration": {"method": "platt", "temperature": op.temperature, "bias": op.bias},
+            "evaluation": self.evaluation,
             "sources": {
                 role: sorted(names)  # names only: the training machine's folders mean nothing here
                 for role, names in (self.meta.extra.get("sources") or {}).items()

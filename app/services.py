@@ -4,11 +4,13 @@ per model, the decode pool."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +33,26 @@ class UnknownModel(LookupError):
         super().__init__(f"unknown model {names}: this server serves {served}")
         self.unknown = unknown
         self.served = served
+
+
+EVALUATION_KEYS = ("test", "per_source", "foreign", "real_photos", "resampling_control")
+
+
+def read_evaluation(path: Path) -> dict[str, dict[str, Any]]:
+    """Held-out figures per detector from the pipeline's ``evaluation/report.json``, keyed by
+    the weights' SHA-256 so a card never shows another model's numbers; {} when absent."""
+    try:
+        report = json.loads(path.read_text())
+        entries = report["detectors"].values()
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        if path.exists():
+            logger.warning("ignoring %s: %s", path, exc)
+        return {}
+    return {
+        e["weights_sha256"]: {k: e[k] for k in EVALUATION_KEYS if k in e}
+        for e in entries
+        if isinstance(e, dict) and e.get("weights_sha256")
+    }
 
 
 @dataclass
@@ -66,6 +88,9 @@ class Services:
             ),
         )
         runners: list[Runner] = [*detectors, generator]
+        evaluation = read_evaluation(settings.artifacts_dir / "evaluation" / "report.json")
+        for detector in detectors:
+            detector.evaluation = evaluation.get(detector.meta.weights_sha256)
         if settings.warmup or settings.compile:  # compiled graphs are built here, not under load
             start = time.perf_counter()
             logger.info("warming up (compile=%s, buckets %s)", settings.compile, settings.buckets)

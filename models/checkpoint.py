@@ -69,6 +69,13 @@ class CheckpointMeta:
         return PreprocessConfig.from_dict(self.preprocessing)
 
 
+def model_name(path: str | Path, meta: CheckpointMeta) -> str:
+    """The name a detector goes by in the service and in reports: ``extra["name"]`` as training
+    wrote it, else the checkpoint's folder name (checkpoints from before names)."""
+    name = (meta.extra or {}).get("name")
+    return str(name) if name else Path(path).absolute().parent.name
+
+
 def code_version() -> str:
     """Package version plus the git commit when running from a checkout."""
     try:

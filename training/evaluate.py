@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.checkpoint import DETECTOR_KINDS, CheckpointError, CheckpointMeta, load_model, read_meta
+from models.checkpoint import (
+    DETECTOR_KINDS,
+    CheckpointError,
+    CheckpointMeta,
+    load_model,
+    model_name,
+    read_meta,
+)
 from models.operating_point import OperatingPoint, overall_verdict
 from models.preprocessing import PreprocessConfig
 from models.runtime import PRECISIONS, resolve_device, resolve_dtype
@@ -99,11 +106,6 @@ class Loaded:
         if s is not None and source in s.held_out:
             return "held out (validation)"
         return "unseen"
-
-
-def model_name(meta: CheckpointMeta, path: Path) -> str:
-    """The name a checkpoint goes by: its own, else its folder's (as the service names it)."""
-    return str((meta.extra or {}).get("name") or path.parent.name)
 
 
 def _split_of(meta: CheckpointMeta) -> tuple[SplitConfig, tuple[float, ...]]:
@@ -261,6 +263,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "checkpoint": str(d.path),
             "kind": d.meta.kind,
+            "weights_sha256": d.meta.weights_sha256,
             "architecture": (d.meta.extra or {}).get("architecture", d.meta.kind),
             "step": d.meta.step,
             "operating_point": d.point.to_dict(),

@@ -117,6 +117,12 @@ class ModelInfo(BaseModel):
         description="fake sources by role: {train: [...], held_out: [...]} (held out = "
         "never trained on, used to choose the checkpoint)",
     )
+    evaluation: dict[str, Any] | None = Field(
+        None,
+        description="held-out test figures of these exact weights from the pipeline's evaluation "
+        "(ARTIFACTS_DIR/evaluation/report.json): test, per fake source, foreign generators, "
+        "other real photos, resampling control; null when not evaluated",
+    )
     device: str
     dtype: str
     channels_last: bool

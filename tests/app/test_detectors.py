@@ -4,6 +4,7 @@ the model cards."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -311,3 +312,20 @@ def test_a_model_saying_real_never_changes_another_models_verdict(flip_client: T
     assert [r["label"] for r in unsure] == [
         "synthetic" if label == "synthetic" else "inconclusive" for label in own
     ]
+
+
+def test_evaluation_figures_attach_only_to_the_weights_they_measured(tmp_path: Path) -> None:
+    from app.services import read_evaluation
+
+    report = {
+        "detectors": {
+            "a": {"weights_sha256": "abc", "test": {"accuracy": 0.9}, "other": 1},
+            "b": {"test": {"accuracy": 0.5}},  # no digest: not attributable to any weights
+        }
+    }
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    assert read_evaluation(path) == {"abc": {"test": {"accuracy": 0.9}}}
+    assert read_evaluation(tmp_path / "missing.json") == {}
+    path.write_text("{not json")
+    assert read_evaluation(path) == {}

@@ -113,6 +113,13 @@ async def test_service_serves_the_pipeline_artifacts(artifacts: Path, ham_dir: P
         for name, score in scores.items():
             point = report["detectors"][name]["operating_point"]
             assert score["threshold"] == pytest.approx(point["threshold"])
+        # each card carries the held-out figures the evaluation measured for its weights
+        cards = {c["name"]: c for c in (await client.get("/v1/models")).json()["models"]}
+        for name in scores:
+            evaluation = cards[name]["evaluation"]
+            assert evaluation["test"] == report["detectors"][name]["test"]
+            assert set(evaluation["per_source"]) == set(report["detectors"][name]["per_source"])
+        assert cards["generator"]["evaluation"] is None
         g = await client.get("/generate", params={"n": 2, "seed": 5})
         assert g.status_code == 200 and len(g.json()["images"]) == 2
 
