@@ -139,8 +139,20 @@ class Runner:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class DetectorScore:
+    """Calibrated P(synthetic) of an image, and of its half-scale view when the model checks it."""
+
+    probability: float
+    half_scale: float | None = None
+
+
 class DetectorRunner(Runner):
-    """uint8 (3, S, S) images -> calibrated P(synthetic) per image, for any detector kind."""
+    """uint8 views (V, 3, S, S) of each image -> its calibrated scores, for any detector kind.
+
+    ``models.preprocessing.model_views`` gives one view (the model input) or, for native-crop
+    models, two (the crop and its half-scale view); the runner scores as many as its operating
+    point needs (:attr:`OperatingPoint.views`), all in one forward pass."""
 
     kind = "detector"
 
@@ -155,6 +167,7 @@ class DetectorRunner(Runner):
         super().__init__(model, meta, options, buckets, name)
         self.operating_point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
         self.evaluation: dict[str, Any] | None = None  # held-out figures, set by the service
+        self.path: Path | None = None  # the checkpoint file, when loaded from one
 
     @classmethod
     def from_checkpoint(
@@ -167,14 +180,16 @@ class DetectorRunner(Runner):
         """Any detector kind; the name defaults to the checkpoint's (app.discovery)."""
         spec = read_detector(path)  # the header first: a wrong kind fails before the weights load
         model, meta = load_model(spec.path, spec.meta.kind)
-        return cls(model, meta, options, buckets, name or spec.name)
+        runner = cls(model, meta, options, buckets, name or spec.name)
+        runner.path = spec.path
+        return runner
 
     @property
     def threshold(self) -> float:
         return self.operating_point.threshold
 
-    def verdict(self, probability: float) -> Verdict:
-        return self.operating_point.verdict(probability)
+    def verdict(self, score: DetectorScore) -> Verdict:
+        return self.operating_point.verdict(score.probability, score.half_scale)
 
     def info(self) -> dict[str, Any]:
         op = self.operating_point
@@ -184,6 +199,7 @@ class DetectorRunner(Runner):
             "inconclusive_below": op.band_low,
             "target_fpr": op.target_fpr,
             "criterion": op.criterion,
+            "half_scale_threshold": op.half_scale_threshold,
             "calibration": {"method": "platt", "temperature": op.temperature, "bias": op.bias},
             "evaluation": self.evaluation,
             "sources": {
@@ -192,15 +208,24 @@ class DetectorRunner(Runner):
             },
         }
 
-    def __call__(self, images: list[torch.Tensor]) -> list[float]:
+    def __call__(self, images: list[torch.Tensor]) -> list[DetectorScore]:
+        """Each item: the views (V, 3, S, S) of one image, or a single view (3, S, S)."""
+        v = self.operating_point.views
+        items = [im if im.dim() == 4 else im.unsqueeze(0) for im in images]
+        if any(im.shape[0] < v for im in items):
+            raise ValueError(f"{self.name} checks {v} views of each image (model_views)")
+        views = torch.stack([im[:v] for im in items])  # (N, V, 3, S, S)
         # uint8 crosses to the device (4x less than float), normalisation happens there.
-        batch = to_device(pad_to_bucket(torch.stack(images), self.buckets), self.device)
-        logits = self.forward(normalize(batch, self.preprocess))[: len(images)]
-        return [self.operating_point.probability(z) for z in logits.cpu().tolist()]
+        batch = to_device(pad_to_bucket(views, self.buckets), self.device)
+        logits = self.forward(normalize(batch.flatten(0, 1), self.preprocess))
+        rows = logits.view(-1, v)[: len(images)].cpu().tolist()
+        p = self.operating_point.probability
+        return [DetectorScore(p(r[0]), p(r[1]) if v > 1 else None) for r in rows]
 
     def example(self, n: int) -> list[torch.Tensor]:
         size = self.preprocess.image_size
-        return [torch.zeros(3, size, size, dtype=torch.uint8)] * n
+        views = 2 if self.preprocess.crop == "native" else 1
+        return [torch.zeros(views, 3, size, size, dtype=torch.uint8)] * n
 
 
 def seed_noise(seed: int, z_dim: int) -> torch.Tensor:

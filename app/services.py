@@ -18,7 +18,7 @@ import torch
 from app.batching import Batcher
 from app.discovery import find_detectors
 from app.metrics import Metrics
-from app.runners import DetectorRunner, GenerateItem, GeneratorRunner, Runner
+from app.runners import DetectorRunner, DetectorScore, GenerateItem, GeneratorRunner, Runner
 from app.settings import Settings
 from models.runtime import InferenceOptions, dtype_name, resolve_device, resolve_dtype
 
@@ -173,10 +173,10 @@ class Services:
 
     async def detect(
         self, detectors: Sequence[DetectorRunner], images: Sequence[dict[Any, torch.Tensor]]
-    ) -> list[list[float]]:
-        """Calibrated P(synthetic) of every image from every detector, ``[model][image]``.
+    ) -> list[list[DetectorScore]]:
+        """Calibrated scores of every image from every detector, ``[model][image]``.
 
-        ``images[i]`` maps each preprocessing config to that image's pixels. Every model's
+        ``images[i]`` maps each preprocessing config to that image's views. Every model's
         batcher gets the images at once, so the models run concurrently; if one fails (queue
         full, timeout), the others' queued work is cancelled and the error is raised.
         """

@@ -76,7 +76,7 @@ def score(
     with tqdm(total=len(images), desc=desc, leave=False) as bar:
         while i < len(images):
             n = sizes[k % len(sizes)]
-            out += runner(list(images[i : i + n]))
+            out += [score.probability for score in runner(list(images[i : i + n]))]
             i, k = i + n, k + 1
             bar.update(n)
     return np.array(out)

@@ -34,7 +34,7 @@ from app.runners import DetectorRunner, GenerateItem, GeneratorRunner, Runner
 from bench import server
 from bench.machine import describe
 from bench.timing import timed
-from models.preprocessing import load_uint8, normalize
+from models.preprocessing import load_rgb, model_views, normalize
 from models.runtime import InferenceOptions, bucket_sizes, resolve_device, resolve_dtype
 from training.common import write_json
 
@@ -100,9 +100,15 @@ def raw_models(cfg: Config, images: list[bytes]) -> Callable[[], dict[str, float
         device, resolve_dtype(cfg.precision, device), channels_last=True, compile=cfg.compile
     )
     detector = DetectorRunner.from_checkpoint(cfg.detector_path, options, [cfg.batch_size])
-    pre = detector.preprocess
-    batch = torch.stack([load_uint8(images[i % len(images)], pre) for i in range(cfg.batch_size)])
-    x = normalize(batch.to(device), pre)
+    pre, v = detector.preprocess, detector.operating_point.views
+    # every view the service scores per image (two for a half-scale check), counted as one image
+    batch = torch.stack(
+        [
+            model_views(load_rgb(images[i % len(images)], min_side=pre.decode_min_side), pre)[:v]
+            for i in range(cfg.batch_size)
+        ]
+    )
+    x = normalize(batch.flatten(0, 1).to(device), pre)
     generator = GeneratorRunner.from_checkpoint(cfg.generator_path, options, [cfg.generate_n])
     z = torch.randn(cfg.generate_n, int(generator.meta.config["z_dim"]), device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None

@@ -33,6 +33,7 @@ class OperatingPoint:
     inconclusive_below: float | None = None
     criterion: str = "default"
     target_fpr: float | None = None
+    half_scale_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -41,6 +42,10 @@ class OperatingPoint:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if not math.isfinite(self.bias):
             raise ValueError(f"bias must be finite, got {self.bias}")
+        if self.half_scale_threshold is not None and not 0.0 <= self.half_scale_threshold <= 1.0:
+            raise ValueError(
+                f"half_scale_threshold must be in [0, 1], got {self.half_scale_threshold}"
+            )
         if self.inconclusive_below is not None and not (
             0.0 <= self.inconclusive_below <= self.threshold
         ):
@@ -58,9 +63,20 @@ class OperatingPoint:
         e = math.exp(z)
         return e / (1.0 + e)
 
-    def verdict(self, probability: float) -> Verdict:
+    @property
+    def views(self) -> int:
+        """How many views of an image the verdict needs: 2 with the half-scale check, else 1."""
+        return 1 if self.half_scale_threshold is None else 2
+
+    def verdict(self, probability: float, half_scale: float | None = None) -> Verdict:
+        """The verdict for P(synthetic) of the image (and of its half-scale view, when this
+        operating point checks it; without it, no image can be called synthetic)."""
         if probability >= self.threshold:
-            return "synthetic"
+            if self.half_scale_threshold is None:
+                return "synthetic"
+            if half_scale is not None and half_scale >= self.half_scale_threshold:
+                return "synthetic"
+            return "inconclusive"
         if probability >= self.band_low:
             return "inconclusive"
         return "real"

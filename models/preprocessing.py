@@ -191,6 +191,27 @@ def native_crop(img: Image.Image, config: PreprocessConfig, canvas: int = 0) -> 
     return img.crop((left, top, left + side, top + side))
 
 
+def views_from_canvas(canvas: Image.Image, config: PreprocessConfig) -> torch.Tensor:
+    """uint8 (2, 3, S, S) from a ``native`` canvas (:func:`native_crop` with ``canvas=2S``): the
+    centre S x S crop, and the canvas at half scale (2x2 box averages; enlarged to S if it falls
+    short). An upsampling trace that a model sees in the first and no longer in the second is
+    the one any 2x resize of a photo leaves (see ``models.operating_point``)."""
+    size = config.image_size
+    w, h = canvas.size
+    left, top = (w - size) // 2, (h - size) // 2
+    full = canvas.crop((left, top, left + size, top + size))
+    half = native_crop(canvas.reduce(2) if min(w, h) >= 2 else canvas, config)
+    return torch.stack([to_uint8_tensor(full), to_uint8_tensor(half)])
+
+
+def model_views(img: Image.Image, config: PreprocessConfig) -> torch.Tensor:
+    """uint8 (V, 3, S, S): every view a model scores of a decoded image. ``center_square``: the
+    one resized image (V = 1); ``native``: the crop and its half-scale view (V = 2)."""
+    if config.crop == "native":
+        return views_from_canvas(native_crop(img, config, canvas=2 * config.image_size), config)
+    return model_pixels(img, config).unsqueeze(0)
+
+
 def model_pixels(img: Image.Image, config: PreprocessConfig) -> torch.Tensor:
     """Decoded RGB image -> uint8 (3, S, S) the way ``config`` says (crop mode, size)."""
     if config.crop == "native":

@@ -35,7 +35,9 @@ from models.preprocessing import (
     load_rgb,
     model_pixels,
     native_crop,
+    to_pil,
     to_uint8_tensor,
+    views_from_canvas,
 )
 from training.data import (
     DatasetError,
@@ -180,6 +182,36 @@ def manifest_key(source: str, split: str) -> str:
     return f"fake:{source}:{split}"
 
 
+def load_canvas(path: Path, config: PreprocessConfig) -> torch.Tensor:
+    """uint8 (3, H, W): what the views of an image are cut from. ``native``: the reduced image's
+    centre square of up to twice the model size; ``center_square``: the model input itself."""
+    try:
+        img = load_rgb(path, min_side=config.decode_min_side)
+    except InvalidImageError as exc:
+        raise DatasetError(f"unreadable image {path}: {exc}") from exc
+    if config.crop == "native":
+        return to_uint8_tensor(native_crop(img, config, 2 * config.image_size))
+    return model_pixels(img, config)
+
+
+def views_of(canvas: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
+    """uint8 (V, 3, S, S) from a :func:`load_canvas` tensor (perturbed or not): the views the
+    model scores, exactly as ``models.preprocessing.model_views`` cuts them from an upload."""
+    if config.crop == "native":
+        return views_from_canvas(to_pil(canvas), config)
+    return canvas.unsqueeze(0)
+
+
+def load_views(
+    paths: Sequence[Path], config: PreprocessConfig, *, desc: str = "decoding", quiet: bool = False
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """(canvases, views (N, V, 3, S, S)) of many images, for validation and evaluation."""
+    canvases = [load_canvas(p, config) for p in tqdm(paths, desc=desc, disable=quiet, leave=False)]
+    if not canvases:
+        return [], torch.empty((0, 1, 3, config.image_size, config.image_size), dtype=torch.uint8)
+    return canvases, torch.stack([views_of(c, config) for c in canvases])
+
+
 class ImageBank:
     """Training images decoded once, kept as uint8, cut to the model's input size per batch.
 
@@ -192,16 +224,9 @@ class ImageBank:
         self.config = config
         size = config.image_size
         self.canvas = 2 * size if config.crop == "native" else size
-        self.images: list[torch.Tensor] = []
-        for p in tqdm(paths, desc=desc, unit="img", disable=quiet, leave=False):
-            try:
-                img = load_rgb(p, min_side=config.decode_min_side)
-            except InvalidImageError as exc:
-                raise DatasetError(f"unreadable image {p}: {exc}") from exc
-            if config.crop == "native":
-                self.images.append(to_uint8_tensor(native_crop(img, config, self.canvas)))
-            else:
-                self.images.append(model_pixels(img, config))
+        self.images = [
+            load_canvas(p, config) for p in tqdm(paths, desc=desc, disable=quiet, leave=False)
+        ]
 
     def __len__(self) -> int:
         return len(self.images)

@@ -48,17 +48,19 @@ from models.preprocessing import PreprocessConfig
 from models.runtime import PRECISIONS, resolve_device, resolve_dtype
 from training.augment import PERTURBATIONS, perturb
 from training.common import write_json
-from training.data import SplitConfig, list_images, preload
+from training.data import SplitConfig, list_images
 from training.detector_data import (
     DEFAULT_SYNTHETIC_FRACTIONS,
     DetectorData,
     Sources,
     detector_sets,
+    load_views,
     parse_named_dir,
     unique_named,
+    views_of,
 )
 from training.metrics import binary_report, nan_to_none, roc_auc, roc_curve
-from training.scoring import calibrated, predict_logits, verdict_shares
+from training.scoring import calibrated, predict_logits, verdict_shares, verdicts
 
 # Abbasi et al. 2024, VGG16 detector on SNGAN-generated vs real HAM10000 lesions (test set).
 PAPER = {"accuracy": 0.9982, "sensitivity": 0.9965, "specificity": 0.9995, "f1": 0.9980}
@@ -157,22 +159,50 @@ def all_sources(detectors: list[Loaded], extra: dict[str, Path]) -> dict[str, Pa
     return out
 
 
+@dataclass
+class Scores:
+    """Calibrated P(synthetic) of a set of images, and of their half-scale views when the
+    detector's operating point checks them."""
+
+    p: np.ndarray
+    half: np.ndarray | None = None
+
+    def shares(self, point: OperatingPoint) -> dict[str, Any]:
+        return verdict_shares(self.p, point, self.half)
+
+    def verdicts(self, point: OperatingPoint) -> list[str]:
+        return verdicts(point, self.p, self.half)
+
+    def head(self, n: int) -> Scores:
+        return Scores(self.p[:n], None if self.half is None else self.half[:n])
+
+
 class Scorer:
-    """Decodes each image set once per preprocessing and scores it with each detector."""
+    """Decodes each image set once per preprocessing (canvases and the views the service would
+    score) and scores it with each detector."""
 
     def __init__(self, cfg: EvalConfig, device: torch.device, dtype: torch.dtype) -> None:
         self.cfg, self.device, self.dtype = cfg, device, dtype
-        self.cache: dict[tuple[str, PreprocessConfig], torch.Tensor] = {}
+        self.cache: dict[tuple[str, PreprocessConfig], tuple[list[torch.Tensor], torch.Tensor]] = {}
 
-    def images(self, key: str, paths: list[Path], pre: PreprocessConfig) -> torch.Tensor:
+    def load(
+        self, key: str, paths: list[Path], pre: PreprocessConfig
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(canvases, views (N, V, 3, S, S)) of a set, decoded once per preprocessing."""
         if (key, pre) not in self.cache:
-            self.cache[(key, pre)] = preload(paths, pre, desc=key, quiet=self.cfg.quiet)
+            self.cache[(key, pre)] = load_views(paths, pre, desc=key, quiet=self.cfg.quiet)
         return self.cache[(key, pre)]
 
-    def probs(self, d: Loaded, images: torch.Tensor, desc: str) -> np.ndarray:
+    def perturbed(self, canvases: list[torch.Tensor], pre: PreprocessConfig, cond: str):
+        """Views of the canvases after a perturbation applied to the whole canvas (a resize
+        or re-encoding happens to the photo, before any crop)."""
+        return torch.stack([views_of(perturb(c[None], cond)[0], pre) for c in canvases])
+
+    def score(self, d: Loaded, views: torch.Tensor, desc: str) -> Scores:
+        n, v = views.shape[:2]
         logits = predict_logits(
             d.model,
-            images,
+            views.reshape(n * v, *views.shape[2:]),
             d.meta.preprocess_config,
             self.device,
             self.dtype,
@@ -180,8 +210,9 @@ class Scorer:
             channels_last=self.cfg.channels_last,
             desc=f"{d.name}: {desc}",
             quiet=self.cfg.quiet,
-        )
-        return calibrated(d.point, logits)
+        ).reshape(n, v)
+        half = calibrated(d.point, logits[:, 1]) if d.point.views > 1 and v > 1 else None
+        return Scores(calibrated(d.point, logits[:, 0]), half)
 
 
 def load_detectors(cfg: EvalConfig, device: torch.device) -> list[Loaded]:
@@ -236,30 +267,28 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         },
         "detectors": {},
     }
-    verdicts: dict[str, dict[str, list[str]]] = {}  # set -> model -> verdict per image
+    called: dict[str, dict[str, list[str]]] = {}  # set -> model -> verdict per image
     curves: dict[str, tuple] = {}
     score_rows: list[dict[str, Any]] = []
     first_pair: tuple[torch.Tensor, np.ndarray, np.ndarray, float] | None = None
     for d in detectors:
         pre = d.meta.preprocess_config
-        real_x = scorer.images("real test", test.real, pre)
-        real_p = scorer.probs(d, real_x, "real test")
-        sets: dict[str, np.ndarray] = {"real:test": real_p}
-        per_source, src_x = {}, {}
+        real_c, real_v = scorer.load("real test", test.real, pre)
+        real = scorer.score(d, real_v, "real test")
+        sets: dict[str, Scores] = {"real:test": real}
+        per_source, src = {}, {}
         for n in names:
-            src_x[n] = scorer.images(f"source {n}", source_paths[n], pre)
-            p = scorer.probs(d, src_x[n], n)
-            sets[f"source:{n}"] = p
+            src[n] = scorer.load(f"source {n}", source_paths[n], pre)
+            sets[f"source:{n}"] = scorer.score(d, src[n][1], n)
             per_source[n] = {
                 "role": d.role(n),
-                **verdict_shares(p, d.point),
-                "roc_auc_vs_real_test": _auc(real_p, p),
+                **sets[f"source:{n}"].shares(d.point),
+                "roc_auc_vs_real_test": _auc(real.p, sets[f"source:{n}"].p),
             }
         trained = [n for n in names if d.role(n) == "trained"] or names
-        fake_x = torch.cat([src_x[n] for n in trained])
-        fake_p = np.concatenate([sets[f"source:{n}"] for n in trained])
-        labels = np.r_[np.zeros(real_p.size), np.ones(fake_p.size)]
-        clean = np.r_[real_p, fake_p]
+        fake_p = np.concatenate([sets[f"source:{n}"].p for n in trained])
+        labels = np.r_[np.zeros(real.p.size), np.ones(fake_p.size)]
+        clean = np.r_[real.p, fake_p]
         entry: dict[str, Any] = {
             "checkpoint": str(d.path),
             "kind": d.meta.kind,
@@ -270,47 +299,62 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
             "headline_sources": trained,
             "validation": d.meta.metrics.get("validation", {}),
             "test": binary_report(labels, clean, d.point.threshold),
+            "test_verdicts": {
+                "real": real.shares(d.point),
+                "fake": Scores(
+                    fake_p,
+                    None
+                    if real.half is None
+                    else np.concatenate([sets[f"source:{n}"].half for n in trained]),
+                ).shares(d.point),
+            },
             "per_source": per_source,
             "foreign": {},
-            "real_photos": {"detector_test": verdict_shares(real_p, d.point)},
+            "real_photos": {"detector_test": real.shares(d.point)},
             "resampling_control": {},
             "robustness": {},
         }
         curves[d.name] = roc_curve(labels, clean)
         if first_pair is None:
-            first_pair = (torch.cat([real_x, fake_x]), labels, clean, d.point.threshold)
+            fake_x = torch.cat([src[n][1][:, 0] for n in trained])
+            first_pair = (torch.cat([real_v[:, 0], fake_x]), labels, clean, d.point.threshold)
         for n, paths in foreign.items():
-            p = scorer.probs(d, scorer.images(f"foreign {n}", paths, pre), n)
-            sets[f"foreign:{n}"] = p
-            entry["foreign"][n] = {
-                **verdict_shares(p, d.point),
-                "roc_auc_vs_real_test": _auc(real_p, p),
-            }
+            sc = scorer.score(d, scorer.load(f"foreign {n}", paths, pre)[1], n)
+            sets[f"foreign:{n}"] = sc
+            entry["foreign"][n] = {**sc.shares(d.point), "roc_auc_vs_real_test": _auc(real.p, sc.p)}
         for n, paths in real_extra.items():
-            p = scorer.probs(d, scorer.images(f"real {n}", paths, pre), n)
-            sets[f"real:{n}"] = p
-            entry["real_photos"][n] = verdict_shares(p, d.point)
+            sc = scorer.score(d, scorer.load(f"real {n}", paths, pre)[1], n)
+            sets[f"real:{n}"] = sc
+            entry["real_photos"][n] = sc.shares(d.point)
         if cfg.robustness:
-            all_x = torch.cat([real_x, fake_x])
+            fake_c = [c for n in trained for c in src[n][0]]
             for cond in PERTURBATIONS:
-                p = scorer.probs(d, perturb(all_x, cond), cond)
-                entry["robustness"][cond] = binary_report(labels, p, d.point.threshold)
+                views = scorer.perturbed([*real_c, *fake_c], pre, cond)
+                sc = scorer.score(d, views, cond)
+                entry["robustness"][cond] = binary_report(labels, sc.p, d.point.threshold)
                 if cond in CONTROLS:
-                    entry["resampling_control"][cond] = verdict_shares(p[: real_p.size], d.point)
-                    sets[f"control:{cond}"] = p[: real_p.size]
-        for key, p in sets.items():
-            verdicts.setdefault(key, {})[d.name] = [d.point.verdict(float(v)) for v in p]
+                    control = sc.head(real.p.size)
+                    entry["resampling_control"][cond] = control.shares(d.point)
+                    sets[f"control:{cond}"] = control
+        for key, sc in sets.items():
+            called.setdefault(key, {})[d.name] = sc.verdicts(d.point)
         score_rows += [
-            {"model": d.name, "set": key, "index": i, "p_synthetic": float(v)}
-            for key, p in sets.items()
-            for i, v in enumerate(p)
+            {
+                "model": d.name,
+                "set": key,
+                "index": i,
+                "p_synthetic": float(v),
+                "p_half_scale": "" if sc.half is None else float(sc.half[i]),
+            }
+            for key, sc in sets.items()
+            for i, v in enumerate(sc.p)
         ]
         report["detectors"][d.name] = entry
     report["order"] = [d.name for d in detectors]
     unknown = set(cfg.combine) - set(report["order"])
     if unknown:
         raise ValueError(f"--combine names {sorted(unknown)} are not among {report['order']}")
-    report["combined"] = _combined(verdicts, list(cfg.combine) or report["order"])
+    report["combined"] = _combined(called, list(cfg.combine) or report["order"])
     report = nan_to_none(report)
     write_json(out / "report.json", report)
     _write_scores(out / "scores.csv", score_rows)
@@ -352,10 +396,17 @@ def _combined(verdicts: dict[str, dict[str, list[str]]], models: list[str]) -> d
 
 def _write_scores(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["model", "set", "index", "p_synthetic"])
+        w = csv.DictWriter(f, fieldnames=["model", "set", "index", "p_synthetic", "p_half_scale"])
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "p_synthetic": f"{r['p_synthetic']:.6g}"})
+            half = r["p_half_scale"]
+            w.writerow(
+                {
+                    **r,
+                    "p_synthetic": f"{r['p_synthetic']:.6g}",
+                    "p_half_scale": half if half == "" else f"{half:.6g}",
+                }
+            )
 
 
 # ---------------------------------------------------------------- figures and report.md
@@ -484,11 +535,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                 op.criterion + target,
                 f"{op.threshold:.4g}",
                 f"{op.band_low:.4g}",
+                "—" if op.half_scale_threshold is None else f"{op.half_scale_threshold:.4g}",
                 f"{op.temperature:.3g} / {op.bias:+.3g}",
                 ", ".join(e["headline_sources"]),
             ]
         )
-    header = ["model", "architecture", "criterion", "threshold", "inconclusive from"]
+    header = ["model", "architecture", "criterion", "threshold", "inconclusive from", "half scale"]
     lines += _table([*header, "temperature / bias", "trained on"], rows)
     lines += ["## Held-out test set (trained sources pooled), beside the paper", ""]
     rows = []

@@ -128,12 +128,15 @@ def choose_operating_point(
     criterion: str = "fpr",
     target_fpr: float = 0.05,
     inconclusive_fpr: float | None = None,
+    half_scale_real_logits: np.ndarray | None = None,
 ) -> OperatingPoint:
     """Calibrate, then place the threshold and the inconclusive band on validation scores.
 
     ``fpr``: the threshold flags ``target_fpr`` of the real validation images; the band reaches
     down to where ``inconclusive_fpr`` (default twice the target) of them would be flagged.
     ``youden``/``accuracy``: the paper-style threshold, no band.
+    ``half_scale_real_logits`` (the real validation photos seen at half scale) adds the
+    half-scale check at the same false-positive rate (``fpr`` criterion only).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown threshold criterion {criterion!r}; choose from {CRITERIA}")
@@ -146,7 +149,11 @@ def choose_operating_point(
         if band_fpr < target_fpr:
             raise ValueError("the inconclusive band's false-positive rate must be >= the target")
         low = min(threshold, threshold_at_fpr(probs[y == 0], min(band_fpr, 0.999)))
-        return OperatingPoint(threshold, temperature, bias, low, criterion, target_fpr)
+        half = None
+        if half_scale_real_logits is not None and len(half_scale_real_logits):
+            half_probs = sigmoid(np.asarray(half_scale_real_logits) / temperature + bias)
+            half = threshold_at_fpr(half_probs, target_fpr)
+        return OperatingPoint(threshold, temperature, bias, low, criterion, target_fpr, half)
     threshold, _ = select_threshold(y, probs, criterion)
     return OperatingPoint(float(threshold), temperature, bias, None, criterion, None)
 
@@ -156,16 +163,27 @@ def calibrated(point: OperatingPoint, logits: np.ndarray) -> np.ndarray:
     return sigmoid(np.asarray(logits, dtype=np.float64) / point.temperature + point.bias)
 
 
-def verdict_shares(probs: np.ndarray, point: OperatingPoint) -> dict[str, Any]:
+def verdicts(
+    point: OperatingPoint, probs: np.ndarray, half_scale: np.ndarray | None = None
+) -> list[str]:
+    """``point.verdict`` of every image (with its half-scale view's score, when checked)."""
+    halves = [None] * len(probs) if half_scale is None else [float(h) for h in half_scale]
+    return [point.verdict(float(p), h) for p, h in zip(probs, halves, strict=True)]
+
+
+def verdict_shares(
+    probs: np.ndarray, point: OperatingPoint, half_scale: np.ndarray | None = None
+) -> dict[str, Any]:
     """Share of images called synthetic / inconclusive / real at an operating point."""
     p = np.asarray(probs, dtype=np.float64)
     n = p.size
-    flagged = int(np.sum(p >= point.threshold))
-    inconclusive = int(np.sum((p >= point.band_low) & (p < point.threshold)))
+    called = verdicts(point, p, half_scale)
+    flagged, inconclusive = called.count("synthetic"), called.count("inconclusive")
     return {
         "count": n,
         "flagged_synthetic": flagged / n if n else float("nan"),
         "inconclusive": inconclusive / n if n else float("nan"),
         "called_real": (n - flagged - inconclusive) / n if n else float("nan"),
         "mean_p_synthetic": float(np.mean(p)) if n else float("nan"),
+        "flagged_at_threshold": float(np.mean(p >= point.threshold)) if n else float("nan"),
     }

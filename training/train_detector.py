@@ -61,7 +61,7 @@ from training.common import (
     seed_everything,
     write_json,
 )
-from training.data import DEFAULT_FRACTIONS, SplitConfig, parse_fractions, preload
+from training.data import DEFAULT_FRACTIONS, SplitConfig, parse_fractions
 from training.detector_data import (
     DEFAULT_SYNTHETIC_FRACTIONS,
     SYNTHETIC_SALT,
@@ -69,8 +69,10 @@ from training.detector_data import (
     ImageBank,
     Sources,
     detector_sets,
+    load_views,
     parse_named_dir,
     unique_named,
+    views_of,
 )
 from training.metrics import binary_report, nan_to_none, roc_auc
 from training.scoring import (
@@ -212,11 +214,11 @@ def training_batch(
 
 @dataclass
 class Validation:
-    """Validation images (centre crops, as served), their labels and source names, and the
-    resampling control: the real ones downscaled x0.5 and back (still real; watched, never used
-    to set the threshold)."""
+    """Validation images as the service sees them (views (N, V, 3, S, S): the crop, and for
+    native-crop models its half-scale view), labels, source names, and the resampling control:
+    the real ones downscaled x0.5 and back (still real; watched, never used to set thresholds)."""
 
-    images: torch.Tensor
+    views: torch.Tensor
     labels: np.ndarray
     source: np.ndarray  # "real" or the fake source's name
     held_out: tuple[str, ...]
@@ -226,16 +228,13 @@ class Validation:
     def load(
         cls, val: DetectorData, sources: Sources, pre: PreprocessConfig, quiet: bool
     ) -> Validation:
-        images = torch.cat(
-            [
-                preload(val.real, pre, desc="real val", quiet=quiet),
-                preload(val.synthetic, pre, desc="synthetic val", quiet=quiet),
-            ]
-        )
+        canvases, views = load_views([*val.real, *val.synthetic], pre, desc="val", quiet=quiet)
         labels = np.array([0] * len(val.real) + [1] * len(val.synthetic))
         source = np.array(["real"] * len(val.real) + list(val.source))
-        control = perturb(images[: len(val.real)], CONTROL)
-        return cls(images, labels, source, tuple(sources.held_out), control)
+        control = torch.stack(
+            [views_of(perturb(c[None], CONTROL)[0], pre) for c in canvases[: len(val.real)]]
+        )
+        return cls(views, labels, source, tuple(sources.held_out), control)
 
     def report(
         self,
@@ -245,33 +244,69 @@ class Validation:
         band: float,
         control_logits: np.ndarray | None = None,
     ) -> tuple[dict[str, Any], OperatingPoint]:
-        """Validation metrics at the operating point chosen on these same images."""
+        """Validation metrics at the operating point chosen on these same images; ``logits`` and
+        ``control_logits`` are (N, V), one column per view."""
+        real_mask = self.labels == 0
         point = choose_operating_point(
-            self.labels, logits, criterion, target_fpr, band if band > 0 else None
+            self.labels,
+            logits[:, 0],
+            criterion,
+            target_fpr,
+            band if band > 0 else None,
+            logits[real_mask, 1] if logits.shape[1] > 1 and criterion == "fpr" else None,
         )
-        probs = calibrated(point, logits)
+        probs = calibrated(point, logits[:, 0])
+        half = calibrated(point, logits[:, 1]) if point.views > 1 else None
         report = binary_report(self.labels, probs, point.threshold)
-        report["loss"] = bce_from_logits(self.labels, logits)
-        report["ece_uncalibrated"] = binary_report(self.labels, sigmoid(logits), 0.5)["ece"]
-        real = probs[self.source == "real"]
+        report["loss"] = bce_from_logits(self.labels, logits[:, 0])
+        report["ece_uncalibrated"] = binary_report(self.labels, sigmoid(logits[:, 0]), 0.5)["ece"]
+        real = probs[real_mask]
         per_source = {}
         for name in sorted(set(self.source.tolist()) - {"real"}):
-            fake = probs[self.source == name]
-            y = np.r_[np.zeros(real.size), np.ones(fake.size)]
+            mine = self.source == name
+            y = np.r_[np.zeros(real.size), np.ones(int(mine.sum()))]
             per_source[name] = {
-                "count": int(fake.size),
                 "held_out": name in self.held_out,
-                "roc_auc_vs_real": roc_auc(y, np.r_[real, fake]),
-                "flagged_synthetic": float(np.mean(fake >= point.threshold)),
+                "roc_auc_vs_real": roc_auc(y, np.r_[real, probs[mine]]),
+                **verdict_shares(probs[mine], point, None if half is None else half[mine]),
             }
         report["per_source"] = per_source
+        report["real"] = verdict_shares(real, point, None if half is None else half[real_mask])
         held = [per_source[n]["roc_auc_vs_real"] for n in self.held_out if n in per_source]
         report["selection"] = float(np.mean(held)) if held else report["roc_auc"]
         report["selection_on"] = "held-out sources" if held else "all validation fakes"
         report["operating_point"] = point.to_dict()
         if control_logits is not None:
-            report["resampling_control"] = verdict_shares(calibrated(point, control_logits), point)
+            c_half = calibrated(point, control_logits[:, 1]) if point.views > 1 else None
+            report["resampling_control"] = verdict_shares(
+                calibrated(point, control_logits[:, 0]), point, c_half
+            )
         return report, point
+
+
+def _score_views(
+    model: nn.Module,
+    views: torch.Tensor,
+    cfg: TrainConfig,
+    preprocess: PreprocessConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    quiet: bool,
+) -> np.ndarray:
+    """Logits (N, V) of every view of every image."""
+    n, v = views.shape[:2]
+    logits = predict_logits(
+        model,
+        views.reshape(n * v, *views.shape[2:]),
+        preprocess,
+        device,
+        dtype,
+        batch_size=cfg.eval_batch_size,
+        channels_last=cfg.channels_last,
+        desc="validation",
+        quiet=quiet,
+    )
+    return logits.reshape(n, v)
 
 
 def _validate(
@@ -284,36 +319,18 @@ def _validate(
     ctx: Dist,
 ) -> tuple[dict[str, Any], OperatingPoint]:
     """Score the validation set (sharded over ranks, gathered), choose the operating point."""
-    idx = np.arange(val.images.shape[0])[ctx.rank :: ctx.world_size]
-    logits = predict_logits(
-        model,
-        val.images[torch.from_numpy(idx)],
-        preprocess,
-        device,
-        dtype,
-        batch_size=cfg.eval_batch_size,
-        channels_last=cfg.channels_last,
-        desc="validation",
-        quiet=cfg.quiet or not ctx.is_main,
-    )
+    idx = np.arange(val.views.shape[0])[ctx.rank :: ctx.world_size]
+    quiet = cfg.quiet or not ctx.is_main
+    args = (model, val.views[torch.from_numpy(idx)], cfg, preprocess, device, dtype, quiet)
+    logits = _score_views(*args)
     if ctx.enabled:
         parts: list[Any] = [None] * ctx.world_size
         dist.all_gather_object(parts, (idx, logits))
-        full = np.zeros(val.images.shape[0], dtype=np.float64)
+        full = np.zeros((val.views.shape[0], logits.shape[1]), dtype=np.float64)
         for i, lg in parts:
             full[i] = lg
         logits = full
-    control = predict_logits(
-        model,
-        val.control,
-        preprocess,
-        device,
-        dtype,
-        batch_size=cfg.eval_batch_size,
-        channels_last=cfg.channels_last,
-        desc="resampling control",
-        quiet=True,
-    )
+    control = _score_views(model, val.control, cfg, preprocess, device, dtype, True)
     return val.report(logits, cfg.criterion, cfg.target_fpr, cfg.inconclusive_fpr, control)
 
 
@@ -592,7 +609,10 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
                     "best_validation": best_report,
                     "counts": {
                         "train": train_counts,
-                        "val": {"real": len(sets["val"].real), "synthetic": len(val.labels)},
+                        "val": {
+                            "real": len(sets["val"].real),
+                            "synthetic": int((val.labels == 1).sum()),
+                        },
                     },
                 }
             ),

@@ -22,7 +22,18 @@ class ModelScore(BaseModel):
     probability_synthetic: float = Field(
         ge=0, le=1, description="calibrated P(synthetic): sigmoid(logit / temperature + bias)"
     )
-    threshold: float = Field(description="synthetic when probability_synthetic >= threshold")
+    probability_half_scale: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="calibrated P(synthetic) of the image seen at half scale, for models that "
+        "check it (null otherwise): a trace that is gone at half scale is what any 2x resize of "
+        "a photo leaves, so such an image is inconclusive rather than synthetic",
+    )
+    threshold: float = Field(
+        description="synthetic when probability_synthetic >= threshold (and, for models with a "
+        "half-scale check, probability_half_scale >= half_scale_threshold)"
+    )
     inconclusive_below: float = Field(
         description="inconclusive when inconclusive_below <= probability_synthetic < threshold, "
         "real below; equal to threshold when the model has no inconclusive band"
@@ -111,6 +122,9 @@ class ModelInfo(BaseModel):
     inconclusive_below: float | None = None
     target_fpr: float | None = Field(None, description="false-positive rate the threshold targets")
     criterion: str | None = Field(None, description="how the threshold was chosen")
+    half_scale_threshold: float | None = Field(
+        None, description="the half-scale view must reach this too for a synthetic verdict"
+    )
     calibration: Calibration | None = None
     sources: dict[str, Any] | None = Field(
         None,

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import SelectedDetectorsDep, ServicesDep, SettingsDep
-from models.preprocessing import InvalidImageError, PreprocessConfig, load_rgb, model_pixels
+from models.preprocessing import InvalidImageError, PreprocessConfig, load_rgb, model_views
 
 FIELDS = ("file", "files")
 CHUNK_BYTES = 1 << 20
@@ -55,9 +55,10 @@ class DecodedImage:
 def decode_for(
     data: bytes, configs: list[PreprocessConfig], max_pixels: int
 ) -> dict[PreprocessConfig, torch.Tensor]:
-    """Decode once (as small as the most demanding model allows), then each model's pixels."""
+    """Decode once (as small as the most demanding model allows), then each model's views
+    (V, 3, S, S): its crop, and for native-crop models the half-scale view too."""
     img = load_rgb(data, max_pixels, min_side=max(c.decode_min_side for c in configs))
-    return {config: model_pixels(img, config) for config in configs}
+    return {config: model_views(img, config) for config in configs}
 
 
 async def _read_limited(upload: UploadFile, name: str, limit: int) -> bytes:

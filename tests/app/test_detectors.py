@@ -18,7 +18,7 @@ from app.runners import DetectorRunner
 from app.settings import Settings
 from models.checkpoint import CheckpointError, load_model
 from models.operating_point import OperatingPoint, overall_verdict
-from models.preprocessing import load_uint8, normalize
+from models.preprocessing import load_rgb, load_uint8, model_views, normalize
 from models.runtime import InferenceOptions
 from tests.app.conftest import (
     NPR_METRICS,
@@ -247,6 +247,10 @@ OPERATING_POINTS = {
     "npr-always-inconclusive": {"threshold": 0.6, "inconclusive_below": 0.4, "temperature": 1e6},
     "npr-always-real": {"threshold": 0.6, "inconclusive_below": 0.55, "temperature": 1e6},
     "npr-strict": {"threshold": 1.0, "inconclusive_below": 0.0},  # never sure: all inconclusive
+    # over the threshold, but the trace must also show at half scale: 0 lets every image
+    # through, 1 none (a trace gone at half scale is what resizing a photo leaves)
+    "npr-half-passes": {"threshold": 0.0, "half_scale_threshold": 0.0},
+    "npr-half-fails": {"threshold": 0.0, "half_scale_threshold": 1.0},
 }
 
 
@@ -273,6 +277,8 @@ def flip_client(
         (["npr-always-inconclusive"], "inconclusive"),
         (["npr-always-real"], "real"),
         (["npr-strict"], "inconclusive"),
+        (["npr-half-passes"], "synthetic"),
+        (["npr-half-fails"], "inconclusive"),
         (["npr-always-real", "npr-always-inconclusive"], "inconclusive"),
         (["npr-always-inconclusive", "npr-always-synthetic"], "synthetic"),
         (["npr-always-real", "npr-always-synthetic", "npr-always-inconclusive"], "synthetic"),
@@ -286,14 +292,19 @@ def test_operating_points_decide_the_verdicts(
         assert result["label"] == expected
         for score in result["scores"]:
             point = OPERATING_POINTS[score["model"]]
-            want = {"npr-always-synthetic": "synthetic", "npr-always-real": "real"}.get(
-                score["model"], "inconclusive"
-            )
+            want = {
+                "npr-always-synthetic": "synthetic",
+                "npr-always-real": "real",
+                "npr-half-passes": "synthetic",
+            }.get(score["model"], "inconclusive")
             assert score["verdict"] == want
             assert score["threshold"] == point["threshold"]
             assert score["inconclusive_below"] == point.get("inconclusive_below", 0.0)
             if point.get("temperature") == 1e6:
                 assert score["probability_synthetic"] == pytest.approx(0.5, abs=1e-5)
+            assert (score["probability_half_scale"] is None) == (
+                "half_scale_threshold" not in point
+            )
 
 
 def test_a_model_saying_real_never_changes_another_models_verdict(flip_client: TestClient) -> None:
@@ -312,6 +323,32 @@ def test_a_model_saying_real_never_changes_another_models_verdict(flip_client: T
     assert [r["label"] for r in unsure] == [
         "synthetic" if label == "synthetic" else "inconclusive" for label in own
     ]
+
+
+def test_the_half_scale_view_is_scored_as_the_model_sees_it(flip_client: TestClient) -> None:
+    """probability_half_scale is the checkpoint's own score of the image's half-scale view
+    (models.preprocessing.model_views), computed outside the service."""
+    body = flip_client.post("/detect?model=npr-half-fails", files=_upload()).json()
+    model, meta = load_model(checkpoints_path(flip_client, "npr-half-fails"))
+    config = meta.preprocess_config
+    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+    for i, result in enumerate(body["results"]):
+        views = model_views(load_rgb(image_bytes(seed=i), min_side=config.decode_min_side), config)
+        with torch.inference_mode():
+            logits = model(normalize(views, config)).tolist()
+        (score,) = result["scores"]
+        assert score["probability_synthetic"] == pytest.approx(
+            point.probability(logits[0]), abs=1e-5
+        )
+        assert score["probability_half_scale"] == pytest.approx(
+            point.probability(logits[1]), abs=1e-5
+        )
+        assert score["probability_half_scale"] != pytest.approx(score["probability_synthetic"])
+
+
+def checkpoints_path(client: TestClient, name: str) -> Path:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    return Path(services.detectors[name].path)
 
 
 def test_evaluation_figures_attach_only_to_the_weights_they_measured(tmp_path: Path) -> None:

@@ -145,3 +145,17 @@ def test_overall_verdict(verdicts: list, expected: str) -> None:
 def test_overall_verdict_of_nothing_raises() -> None:
     with pytest.raises(ValueError):
         overall_verdict([])
+
+
+def test_half_scale_check_turns_a_trace_that_vanishes_into_inconclusive() -> None:
+    point = OperatingPoint(threshold=0.6, inconclusive_below=0.4, half_scale_threshold=0.3)
+    assert point.views == 2 and OperatingPoint(threshold=0.6).views == 1
+    assert point.verdict(0.9, 0.3) == "synthetic"  # the trace persists at half scale
+    assert point.verdict(0.9, 0.29) == "inconclusive"  # gone at half scale: a resize?
+    assert point.verdict(0.9, None) == "inconclusive"  # not measured: never sure
+    assert point.verdict(0.5, 0.99) == "inconclusive"  # the band is unchanged
+    assert point.verdict(0.1, 0.99) == "real"  # half scale alone never flags
+    with pytest.raises(ValueError, match="half_scale_threshold"):
+        OperatingPoint(threshold=0.6, half_scale_threshold=1.5)
+    restored = OperatingPoint.from_metadata(0.6, {"operating_point": point.to_dict()})
+    assert restored == point

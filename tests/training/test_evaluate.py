@@ -106,6 +106,9 @@ def test_every_detector_is_reported_side_by_side(
         assert set(entry["robustness"]) == set(PERTURBATIONS)
         assert set(entry["resampling_control"]) == set(evaluate.CONTROLS)
         assert entry["real_photos"]["clinic"]["count"] == 3
+        assert (entry["operating_point"]["half_scale_threshold"] is not None) == (
+            meta.preprocess_config.crop == "native"
+        )
         assert entry["foreign"]["dcgan"]["count"] == 8
         # every source any detector knows is scored by every detector
         assert set(entry["per_source"]) == {"sngan", "other", "held"}
@@ -119,12 +122,14 @@ def test_every_detector_is_reported_side_by_side(
     assert "99.8%" in md and "jpeg_q75" in md and "foreign dcgan" in md and "clinic" in md
 
 
-def _scores(report_dir: Path) -> dict[tuple[str, str], np.ndarray]:
-    rows: dict[tuple[str, str], list[float]] = {}
+def _scores(report_dir: Path) -> dict[tuple[str, str], list[tuple[float, float | None]]]:
+    """(P(synthetic), P(synthetic) at half scale or None) per image, by (model, set)."""
+    rows: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
     with (report_dir / "scores.csv").open() as f:
         for r in csv.DictReader(f):
-            rows.setdefault((r["model"], r["set"]), []).append(float(r["p_synthetic"]))
-    return {k: np.array(v) for k, v in rows.items()}
+            half = float(r["p_half_scale"]) if r["p_half_scale"] else None
+            rows.setdefault((r["model"], r["set"]), []).append((float(r["p_synthetic"]), half))
+    return rows
 
 
 def test_shares_and_overall_verdicts_follow_the_saved_operating_points(
@@ -147,14 +152,17 @@ def test_shares_and_overall_verdicts_follow_the_saved_operating_points(
             "control:jpeg_q50": entry["resampling_control"]["jpeg_q50"],
         }
         for key, shares in checks.items():
-            p = scores[(name, key)]
-            assert shares["flagged_synthetic"] == pytest.approx(np.mean(p >= point.threshold))
-            band = (p >= point.band_low) & (p < point.threshold)
-            assert shares["inconclusive"] == pytest.approx(np.mean(band))
+            called = [point.verdict(p, half) for p, half in scores[(name, key)]]
+            assert (point.views == 2) == all(h is not None for _, h in scores[(name, key)])
+            n = len(called)
+            assert shares["flagged_synthetic"] == pytest.approx(called.count("synthetic") / n)
+            assert shares["inconclusive"] == pytest.approx(called.count("inconclusive") / n)
+            p = np.array([p for p, _ in scores[(name, key)]])
+            assert shares["flagged_at_threshold"] == pytest.approx(np.mean(p >= point.threshold))
     combined = report["combined"]
     assert combined["models"] == list(trained)
     for key, shares in combined["sets"].items():
-        per_model = [[points[n].verdict(float(v)) for v in scores[(n, key)]] for n in trained]
+        per_model = [[points[n].verdict(p, h) for p, h in scores[(n, key)]] for n in trained]
         overall = [overall_verdict(list(v)) for v in zip(*per_model, strict=True)]
         assert shares["synthetic_share"] == pytest.approx(overall.count("synthetic") / len(overall))
         assert shares["real_share"] == pytest.approx(overall.count("real") / len(overall))

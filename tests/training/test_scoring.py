@@ -219,3 +219,22 @@ def test_bce_from_logits_matches_torch() -> None:
     # large logits stay finite and exact: a confident mistake costs |z| nats
     assert bce_from_logits(np.array([0.0, 1.0]), np.array([1000.0, 1000.0])) == pytest.approx(500)
     assert math.isnan(bce_from_logits(np.array([]), np.array([])))
+
+
+def test_half_scale_threshold_is_set_on_real_half_scale_views_at_the_target_rate() -> None:
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(400), np.ones(400)]
+    z = np.r_[rng.normal(-1, 1, 400), rng.normal(1, 1, 400)]
+    half = rng.normal(-2, 1, 400)  # the real photos' half-scale views
+    point = choose_operating_point(y, z, "fpr", 0.05, half_scale_real_logits=half)
+    assert point.half_scale_threshold is not None
+    flagged = calibrated(point, half) >= point.half_scale_threshold
+    assert flagged.sum() == 20  # exactly 5% of 400 distinct scores
+    # both views must flag: the synthetic verdicts among reals can only drop
+    p_real, p_half = calibrated(point, z[:400]), calibrated(point, half)
+    with_check = verdict_shares(p_real, point, p_half)["flagged_synthetic"]
+    without = verdict_shares(
+        p_real, OperatingPoint(**{**point.to_dict(), "half_scale_threshold": None})
+    )
+    assert with_check <= without["flagged_synthetic"] and with_check <= 0.05
+    assert choose_operating_point(y, z, "youden", half_scale_real_logits=half).views == 1

@@ -1,3 +1,4 @@
+import json
 import math
 from pathlib import Path
 
@@ -133,3 +134,34 @@ def test_odd_batch_is_refused(ham_dir: Path, synthetic_dir: Path, tmp_path: Path
     cfg = parse_args(_args(ham_dir, synthetic_dir, tmp_path, "--batch-size", "3"))
     with pytest.raises(ValueError, match="even"):
         main(cfg)
+
+
+def test_general_detector_run_holds_a_source_out_and_sets_its_operating_point(
+    ham_dir: Path, synthetic_dir: Path, tmp_path: Path
+) -> None:
+    """--arch npr with a held-out source: native crops, the held-out source never trained on but
+    choosing the checkpoint, threshold and half-scale check at the target rate on real photos."""
+    zoo = make_synthetic(tmp_path / "zoo", n=30, size=32, seed=4)
+    held = make_synthetic(tmp_path / "held", n=30, size=64, seed=5)
+    out = tmp_path / "npr"
+    args = ["--arch", "npr", "--fake", f"zoo={zoo}", "--held-out", f"held={held}"]
+    main(parse_args([*_args(ham_dir, synthetic_dir, out, "--steps", "2"), *args]))
+    _, meta = load_model(out / "detector.safetensors", "npr")
+    assert meta.preprocess_config.crop == "native" and meta.extra["architecture"] == "npr"
+    assert set(meta.extra["sources"]["train"]) == {"sngan", "zoo"}
+    assert set(meta.extra["sources"]["held_out"]) == {"held"}
+    validation = meta.metrics["validation"]
+    assert validation["selection_on"] == "held-out sources"
+    assert validation["selection"] == validation["per_source"]["held"]["roc_auc_vs_real"]
+    assert validation["per_source"]["held"]["held_out"] is True
+    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+    assert point.criterion == "fpr" and point.target_fpr == 0.05 and point.views == 2
+    # at most 5% of the real validation photos reach the threshold, with or without half scale
+    assert validation["real"]["flagged_at_threshold"] <= 0.05
+    assert validation["real"]["flagged_synthetic"] <= validation["real"]["flagged_at_threshold"]
+    assert "resampling_control" in validation
+    # the held-out source's images were never trained on
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert "source:held" not in summary["counts"]["train"]
+    rows = read_manifest(out / "split.csv")
+    assert {r.dx for r in rows["fake:held:train"]} == {"unused"}

@@ -31,14 +31,15 @@ async def detect(
     for i, image in enumerate(images):
         scores = []
         for detector, per_image in zip(detectors, probabilities, strict=True):
-            p = per_image[i]
-            verdict = detector.verdict(p)
+            score = per_image[i]
+            verdict = detector.verdict(score)
             metrics.detector_verdicts.labels(detector.name, verdict).inc()
             scores.append(
                 ModelScore(
                     model=detector.name,
                     model_version=detector.version,
-                    probability_synthetic=p,
+                    probability_synthetic=score.probability,
+                    probability_half_scale=score.half_scale,
                     threshold=detector.threshold,
                     inconclusive_below=detector.operating_point.band_low,
                     verdict=verdict,
