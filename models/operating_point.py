@@ -81,6 +81,11 @@ class OperatingPoint:
             return "inconclusive"
         return "real"
 
+    @property
+    def controlled(self) -> bool:
+        """Whether the threshold holds a known false-positive rate (see :func:`overall_verdict`)."""
+        return self.target_fpr is not None
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -95,12 +100,23 @@ class OperatingPoint:
         return cls(**known)
 
 
-def overall_verdict(verdicts: list[Verdict]) -> Verdict:
-    """One verdict from several models: synthetic when any model says so (each catches
-    generators the others miss), real only when every model says real, else inconclusive."""
+def overall_verdict(verdicts: list[Verdict], controlled: list[bool] | None = None) -> Verdict:
+    """One verdict from several models.
+
+    ``synthetic`` when a model whose threshold holds a known false-positive rate on real photos
+    (``controlled``: an operating point with a ``target_fpr``) says so: each catches generators
+    the others miss, and each keeps its own rate. A model without that guarantee (the paper's
+    Youden threshold) can raise doubt but not, alone, a synthetic verdict beside controlled
+    ones: its synthetic becomes ``inconclusive``. When no model is controlled (or ``controlled``
+    is not given) any model's synthetic counts. ``real`` only when every model says real.
+    """
     if not verdicts:
         raise ValueError("no verdicts to combine")
-    if "synthetic" in verdicts:
+    flags = [True] * len(verdicts) if controlled is None else list(controlled)
+    if len(flags) != len(verdicts):
+        raise ValueError("one controlled flag per verdict")
+    trusted = [v for v, c in zip(verdicts, flags, strict=True) if c] if any(flags) else verdicts
+    if "synthetic" in trusted:
         return "synthetic"
     if all(v == "real" for v in verdicts):
         return "real"

@@ -225,7 +225,7 @@ def load_detectors(cfg: EvalConfig, device: torch.device) -> list[Loaded]:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
-        loaded.append(Loaded(model_name(meta, path), path, model, meta, point))
+        loaded.append(Loaded(model_name(path, meta), path, model, meta, point))
     names = [d.name for d in loaded]
     if len(set(names)) != len(names):
         raise ValueError(f"two checkpoints share a name: {names}")
@@ -354,7 +354,9 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     unknown = set(cfg.combine) - set(report["order"])
     if unknown:
         raise ValueError(f"--combine names {sorted(unknown)} are not among {report['order']}")
-    report["combined"] = _combined(called, list(cfg.combine) or report["order"])
+    combine = list(cfg.combine) or report["order"]
+    points = {d.name: d.point for d in detectors}
+    report["combined"] = _combined(called, combine, [points[n].controlled for n in combine])
     report = nan_to_none(report)
     write_json(out / "report.json", report)
     _write_scores(out / "scores.csv", score_rows)
@@ -374,15 +376,16 @@ def _auc(real: np.ndarray, fake: np.ndarray) -> float:
     return roc_auc(y, np.r_[real, fake])
 
 
-def _combined(verdicts: dict[str, dict[str, list[str]]], models: list[str]) -> dict[str, Any]:
+def _combined(
+    verdicts: dict[str, dict[str, list[str]]], models: list[str], controlled: list[bool]
+) -> dict[str, Any]:
     """Shares of the service's overall verdict per image set (every model scored every image)."""
     out = {}
     for key, per_model in verdicts.items():
-        if set(per_model) != set(models):
+        if not set(models) <= set(per_model):
             continue
-        overall = [
-            overall_verdict(list(v)) for v in zip(*(per_model[m] for m in models), strict=True)
-        ]
+        columns = zip(*(per_model[m] for m in models), strict=True)
+        overall = [overall_verdict(list(v), controlled) for v in columns]
         n = len(overall)
         out[key] = {
             "count": n,
@@ -591,7 +594,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     comb = report.get("combined", {}).get("sets", {})
     if comb and len(report["combined"]["models"]) > 1:
         lines += [
-            "## The service's overall verdict (synthetic if any model says so)",
+            "## The service's overall verdict",
+            "",
+            "Synthetic when a model whose threshold holds a known false-positive rate says so; "
+            "a paper-style model that disagrees makes it inconclusive; real only when every "
+            "model says real (`models.operating_point.overall_verdict`).",
             "",
             f"Models: {', '.join(report['combined']['models'])}.",
             "",

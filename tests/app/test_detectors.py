@@ -185,7 +185,8 @@ def test_every_model_scores_every_image_and_the_label_combines_them(
         npr, vgg = result["scores"]
         assert (npr["threshold"], npr["inconclusive_below"]) == (0.6, 0.4)
         assert (vgg["threshold"], vgg["inconclusive_below"]) == (0.5, 0.5)
-        assert result["label"] == overall_verdict([npr["verdict"], vgg["verdict"]])
+        # the NPR's threshold holds a target false-positive rate, the old VGG16's does not
+        assert result["label"] == overall_verdict([npr["verdict"], vgg["verdict"]], [True, False])
         npr_verdicts.append(npr["verdict"])
     # All three verdicts occur, so the assertions above could each fail.
     assert set(npr_verdicts) == {"synthetic", "inconclusive", "real"}

@@ -159,3 +159,17 @@ def test_half_scale_check_turns_a_trace_that_vanishes_into_inconclusive() -> Non
         OperatingPoint(threshold=0.6, half_scale_threshold=1.5)
     restored = OperatingPoint.from_metadata(0.6, {"operating_point": point.to_dict()})
     assert restored == point
+
+
+def test_a_model_without_a_false_positive_guarantee_raises_doubt_not_a_verdict() -> None:
+    assert OperatingPoint(threshold=0.5, target_fpr=0.05).controlled
+    assert not OperatingPoint(threshold=0.5).controlled
+    # the controlled model says real, the paper-style one synthetic: inconclusive
+    assert overall_verdict(["real", "synthetic"], [True, False]) == "inconclusive"
+    assert overall_verdict(["synthetic", "real"], [True, False]) == "synthetic"
+    assert overall_verdict(["real", "real"], [True, False]) == "real"
+    # nobody controlled: any synthetic counts, as without flags
+    assert overall_verdict(["real", "synthetic"], [False, False]) == "synthetic"
+    assert overall_verdict(["real", "synthetic"]) == "synthetic"
+    with pytest.raises(ValueError, match="flag"):
+        overall_verdict(["real"], [True, False])

@@ -163,7 +163,8 @@ def test_shares_and_overall_verdicts_follow_the_saved_operating_points(
     assert combined["models"] == list(trained)
     for key, shares in combined["sets"].items():
         per_model = [[points[n].verdict(p, h) for p, h in scores[(n, key)]] for n in trained]
-        overall = [overall_verdict(list(v)) for v in zip(*per_model, strict=True)]
+        controlled = [points[n].controlled for n in trained]
+        overall = [overall_verdict(list(v), controlled) for v in zip(*per_model, strict=True)]
         assert shares["synthetic_share"] == pytest.approx(overall.count("synthetic") / len(overall))
         assert shares["real_share"] == pytest.approx(overall.count("real") / len(overall))
 

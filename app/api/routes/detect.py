@@ -45,7 +45,9 @@ async def detect(
                     verdict=verdict,
                 )
             )
-        label = overall_verdict([s.verdict for s in scores])
+        label = overall_verdict(
+            [s.verdict for s in scores], [d.operating_point.controlled for d in detectors]
+        )
         metrics.verdicts.labels(label).inc()
         primary = scores[0]
         results.append(
