@@ -63,6 +63,19 @@ def parse_named_dir(text: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
+def add_named_dirs(parser: argparse.ArgumentParser, flag: str, help: str, **kwargs: Any) -> None:
+    """A repeatable ``NAME=DIR`` flag (a list of pairs; :func:`unique_named` makes it a dict)."""
+    parser.add_argument(
+        flag,
+        type=parse_named_dir,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help=help,
+        **kwargs,
+    )
+
+
 def unique_named(pairs: list[tuple[str, Path]], flag: str) -> dict[str, Path]:
     """NAME=DIR pairs as a dict; a repeated name is a usage error naming the flag."""
     named = dict(pairs)

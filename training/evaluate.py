@@ -53,6 +53,7 @@ from training.detector_data import (
     DEFAULT_SYNTHETIC_FRACTIONS,
     DetectorData,
     Sources,
+    add_named_dirs,
     detector_sets,
     load_views,
     parse_named_dir,
@@ -642,31 +643,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a detector checkpoint (RUN_DIR/detector.safetensors); repeat to compare several",
     )
     a("--data", type=Path, required=True, help="HAM10000 folder the detectors were trained from")
-    a(
+    add_named_dirs(
+        p,
         "--source",
-        type=parse_named_dir,
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="a fake source to test on besides those the checkpoints name (repeatable)",
+        "a fake source to test on besides those the checkpoints name (repeatable)",
     )
     a("--synthetic", type=Path, default=None, help="shorthand for --source sngan=DIR")
     a("--out", type=Path, required=True, help="folder for report.json, report.md and figures")
-    a(
+    add_named_dirs(
+        p,
         "--foreign",
-        type=parse_named_dir,
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="images of a generator never trained or tuned on (repeatable); evaluation only",
+        "images of a generator never trained or tuned on (repeatable); evaluation only",
     )
-    a(
+    add_named_dirs(
+        p,
         "--real-extra",
-        type=parse_named_dir,
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="real photos from another source (repeatable), decoded as the service decodes "
+        "real photos from another source (repeatable), decoded as the service decodes "
         "uploads: their flagged share is the false-positive rate users meet",
     )
     a(

@@ -36,7 +36,7 @@ from typing import Any
 from training import evaluate, fakes, synthesize, train_detector, train_gan
 from training.augment import AugmentConfig
 from training.common import jsonable, write_json
-from training.detector_data import parse_named_dir, unique_named
+from training.detector_data import add_named_dirs, unique_named
 
 STAGES = ("gan", "synthetic", "fakes", "detector", "general", "ablation", "evaluate")
 SERVED = ("detector", "general")  # folders whose detector.safetensors the service loads
@@ -446,21 +446,15 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
         help="quick (CPU, minutes), paper (GPU, hours) or smoke (tests)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for every stage (default: 0)")
-    p.add_argument(
+    add_named_dirs(
+        p,
         "--foreign",
-        type=parse_named_dir,
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="images of a generator never trained on, for the evaluation; repeatable",
+        "images of a generator never trained on, for the evaluation; repeatable",
     )
-    p.add_argument(
+    add_named_dirs(
+        p,
         "--real-extra",
-        type=parse_named_dir,
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="real photos from another source (e.g. full-size clinic photos), for the "
+        "real photos from another source (e.g. full-size clinic photos), for the "
         "evaluation's false-positive rates; repeatable",
     )
     p.add_argument(

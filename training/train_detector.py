@@ -68,9 +68,9 @@ from training.detector_data import (
     DetectorData,
     ImageBank,
     Sources,
+    add_named_dirs,
     detector_sets,
     load_views,
-    parse_named_dir,
     unique_named,
     views_of,
 )
@@ -642,24 +642,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", type=Path, required=True, help="run folder: checkpoint, state, config, log, split")
     a("--arch", choices=ARCHITECTURES, default="vgg16", help="vgg16 (the paper) or npr (general)")
     a("--name", default="", help="model name in the service and reports (default per --arch)")
-    a(
+    add_named_dirs(
+        p,
         "--fake",
-        type=parse_named_dir,
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        dest="fakes",
-        help="a fake source to train on (repeatable): training.synthesize or training.fakes "
+        "a fake source to train on (repeatable): training.synthesize or training.fakes "
         "output; its train split trains, its val split validates",
+        dest="fakes",
     )
     a("--synthetic", type=Path, default=None, help="shorthand for --fake sngan=DIR")
-    a(
+    add_named_dirs(
+        p,
         "--held-out",
-        type=parse_named_dir,
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="a fake source never trained on (repeatable): its val split chooses the checkpoint "
+        "a fake source never trained on (repeatable): its val split chooses the checkpoint "
         "and stops training (leave-one-source-out)",
     )
     a("--epochs", type=int, default=1, help="passes over the larger class (default 1)")
