@@ -391,6 +391,7 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
         "model",
         "model_version",
         "probability_synthetic",
+        "probability_half_scale",
         "threshold",
         "inconclusive_below",
         "verdict",
@@ -402,7 +403,8 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
         "real",
         "inconclusive",
     }
-    for card_field in ("kind", "architecture", "inconclusive_below", "calibration", "sources"):
+    card_fields = ("kind", "architecture", "inconclusive_below", "calibration", "sources")
+    for card_field in (*card_fields, "half_scale_threshold", "evaluation"):
         assert card_field in schemas["ModelInfo"]["properties"]
     assert {p["name"] for p in spec["paths"]["/generate"]["get"]["parameters"]} >= {
         "n",
