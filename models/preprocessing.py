@@ -191,11 +191,23 @@ def native_crop(img: Image.Image, config: PreprocessConfig, canvas: int = 0) -> 
     return img.crop((left, top, left + side, top + side))
 
 
+def model_canvas(img: Image.Image, config: PreprocessConfig) -> Image.Image:
+    """What a model's views are cut from: for ``native``, the reduced image's centre square of up
+    to twice the model size (training crops at random inside it); for ``center_square``, the
+    resized model input itself."""
+    if config.crop == "native":
+        return native_crop(img, config, canvas=2 * config.image_size)
+    return square_resize(img, config)
+
+
 def views_from_canvas(canvas: Image.Image, config: PreprocessConfig) -> torch.Tensor:
-    """uint8 (2, 3, S, S) from a ``native`` canvas (:func:`native_crop` with ``canvas=2S``): the
-    centre S x S crop, and the canvas at half scale (2x2 box averages; enlarged to S if it falls
-    short). An upsampling trace that a model sees in the first and no longer in the second is
-    the one any 2x resize of a photo leaves (see ``models.operating_point``)."""
+    """uint8 (V, 3, S, S): every view a model scores, cut from a :func:`model_canvas` (perturbed
+    or not). ``center_square``: the canvas itself (V = 1). ``native`` (V = 2): the centre S x S
+    crop, and the canvas at half scale (2x2 box averages; enlarged to S if it falls short). An
+    upsampling trace that a model sees in the first and no longer in the second is the one any
+    2x resize of a photo leaves (see ``models.operating_point``)."""
+    if config.crop != "native":
+        return to_uint8_tensor(canvas).unsqueeze(0)
     size = config.image_size
     w, h = canvas.size
     left, top = (w - size) // 2, (h - size) // 2
@@ -205,11 +217,9 @@ def views_from_canvas(canvas: Image.Image, config: PreprocessConfig) -> torch.Te
 
 
 def model_views(img: Image.Image, config: PreprocessConfig) -> torch.Tensor:
-    """uint8 (V, 3, S, S): every view a model scores of a decoded image. ``center_square``: the
-    one resized image (V = 1); ``native``: the crop and its half-scale view (V = 2)."""
-    if config.crop == "native":
-        return views_from_canvas(native_crop(img, config, canvas=2 * config.image_size), config)
-    return model_pixels(img, config).unsqueeze(0)
+    """uint8 (V, 3, S, S): every view a model scores of a decoded image (V = 1 for
+    ``center_square``; the crop and its half-scale view for ``native``)."""
+    return views_from_canvas(model_canvas(img, config), config)
 
 
 def model_pixels(img: Image.Image, config: PreprocessConfig) -> torch.Tensor:

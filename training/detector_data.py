@@ -33,12 +33,12 @@ from models.preprocessing import (
     InvalidImageError,
     PreprocessConfig,
     load_rgb,
-    model_pixels,
-    native_crop,
+    model_canvas,
     to_pil,
     to_uint8_tensor,
     views_from_canvas,
 )
+from training.augment import perturb
 from training.data import (
     DatasetError,
     Record,
@@ -196,23 +196,26 @@ def manifest_key(source: str, split: str) -> str:
 
 
 def load_canvas(path: Path, config: PreprocessConfig) -> torch.Tensor:
-    """uint8 (3, H, W): what the views of an image are cut from. ``native``: the reduced image's
-    centre square of up to twice the model size; ``center_square``: the model input itself."""
+    """uint8 (3, H, W): ``models.preprocessing.model_canvas`` of an image file, decoded once."""
     try:
         img = load_rgb(path, min_side=config.decode_min_side)
     except InvalidImageError as exc:
         raise DatasetError(f"unreadable image {path}: {exc}") from exc
-    if config.crop == "native":
-        return to_uint8_tensor(native_crop(img, config, 2 * config.image_size))
-    return model_pixels(img, config)
+    return to_uint8_tensor(model_canvas(img, config))
 
 
 def views_of(canvas: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
     """uint8 (V, 3, S, S) from a :func:`load_canvas` tensor (perturbed or not): the views the
     model scores, exactly as ``models.preprocessing.model_views`` cuts them from an upload."""
-    if config.crop == "native":
-        return views_from_canvas(to_pil(canvas), config)
-    return canvas.unsqueeze(0)
+    return views_from_canvas(to_pil(canvas), config)
+
+
+def perturbed_views(
+    canvases: Sequence[torch.Tensor], config: PreprocessConfig, condition: str
+) -> torch.Tensor:
+    """Views (N, V, 3, S, S) after a ``training.augment.PERTURBATIONS`` condition applied to each
+    whole canvas: a resize or re-encoding happens to the photo, before any crop."""
+    return torch.stack([views_of(perturb(c[None], condition)[0], config) for c in canvases])
 
 
 def load_views(
@@ -235,8 +238,6 @@ class ImageBank:
 
     def __init__(self, paths: Sequence[Path], config: PreprocessConfig, *, desc: str, quiet: bool):
         self.config = config
-        size = config.image_size
-        self.canvas = 2 * size if config.crop == "native" else size
         self.images = [
             load_canvas(p, config) for p in tqdm(paths, desc=desc, disable=quiet, leave=False)
         ]

@@ -46,7 +46,7 @@ from models.checkpoint import (
 from models.operating_point import OperatingPoint, overall_verdict
 from models.preprocessing import PreprocessConfig
 from models.runtime import PRECISIONS, resolve_device, resolve_dtype
-from training.augment import PERTURBATIONS, perturb
+from training.augment import PERTURBATIONS
 from training.common import write_json
 from training.data import SplitConfig, list_images
 from training.detector_data import (
@@ -57,11 +57,11 @@ from training.detector_data import (
     detector_sets,
     load_views,
     parse_named_dir,
+    perturbed_views,
     unique_named,
-    views_of,
 )
 from training.metrics import binary_report, nan_to_none, roc_auc, roc_curve
-from training.scoring import calibrated, predict_logits, verdict_shares, verdicts
+from training.scoring import calibrated, predict_view_logits, verdict_shares, verdicts
 
 # Abbasi et al. 2024, VGG16 detector on SNGAN-generated vs real HAM10000 lesions (test set).
 PAPER = {"accuracy": 0.9982, "sensitivity": 0.9965, "specificity": 0.9995, "f1": 0.9980}
@@ -194,16 +194,10 @@ class Scorer:
             self.cache[(key, pre)] = load_views(paths, pre, desc=key, quiet=self.cfg.quiet)
         return self.cache[(key, pre)]
 
-    def perturbed(self, canvases: list[torch.Tensor], pre: PreprocessConfig, cond: str):
-        """Views of the canvases after a perturbation applied to the whole canvas (a resize
-        or re-encoding happens to the photo, before any crop)."""
-        return torch.stack([views_of(perturb(c[None], cond)[0], pre) for c in canvases])
-
     def score(self, d: Loaded, views: torch.Tensor, desc: str) -> Scores:
-        n, v = views.shape[:2]
-        logits = predict_logits(
+        logits = predict_view_logits(
             d.model,
-            views.reshape(n * v, *views.shape[2:]),
+            views,
             d.meta.preprocess_config,
             self.device,
             self.dtype,
@@ -211,8 +205,9 @@ class Scorer:
             channels_last=self.cfg.channels_last,
             desc=f"{d.name}: {desc}",
             quiet=self.cfg.quiet,
-        ).reshape(n, v)
-        half = calibrated(d.point, logits[:, 1]) if d.point.views > 1 and v > 1 else None
+        )
+        has_half = d.point.views > 1 and logits.shape[1] > 1
+        half = calibrated(d.point, logits[:, 1]) if has_half else None
         return Scores(calibrated(d.point, logits[:, 0]), half)
 
 
@@ -330,7 +325,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
         if cfg.robustness:
             fake_c = [c for n in trained for c in src[n][0]]
             for cond in PERTURBATIONS:
-                views = scorer.perturbed([*real_c, *fake_c], pre, cond)
+                views = perturbed_views([*real_c, *fake_c], pre, cond)
                 sc = scorer.score(d, views, cond)
                 entry["robustness"][cond] = binary_report(labels, sc.p, d.point.threshold)
                 if cond in CONTROLS:

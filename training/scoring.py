@@ -56,6 +56,21 @@ def predict_logits(
     return torch.cat(out).double().numpy()
 
 
+def predict_view_logits(
+    model: nn.Module,
+    views: torch.Tensor,
+    preprocess: PreprocessConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    **kwargs: Any,
+) -> np.ndarray:
+    """Logits (N, V) of every view of every image, views uint8 (N, V, 3, S, S) as
+    ``models.preprocessing.model_views`` cuts them (keyword arguments: :func:`predict_logits`)."""
+    n, v = views.shape[:2]
+    flat = views.reshape(n * v, *views.shape[2:])
+    return predict_logits(model, flat, preprocess, device, dtype, **kwargs).reshape(n, v)
+
+
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """P(synthetic) in float64 (keeps resolution where float32 would round to exactly 1.0)."""
     z = np.asarray(logits, dtype=np.float64)

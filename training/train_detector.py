@@ -51,7 +51,7 @@ from models.detector import Detector, DetectorConfig, load_imagenet_weights
 from models.operating_point import OperatingPoint
 from models.preprocessing import PreprocessConfig, normalize
 from models.runtime import PRECISIONS, autocast, resolve_device, resolve_dtype
-from training.augment import Augment, AugmentConfig, perturb
+from training.augment import Augment, AugmentConfig
 from training.common import (
     CsvLog,
     Dist,
@@ -71,8 +71,8 @@ from training.detector_data import (
     add_named_dirs,
     detector_sets,
     load_views,
+    perturbed_views,
     unique_named,
-    views_of,
 )
 from training.metrics import binary_report, nan_to_none, roc_auc
 from training.scoring import (
@@ -80,7 +80,7 @@ from training.scoring import (
     bce_from_logits,
     calibrated,
     choose_operating_point,
-    predict_logits,
+    predict_view_logits,
     sigmoid,
     verdict_shares,
 )
@@ -231,9 +231,7 @@ class Validation:
         canvases, views = load_views([*val.real, *val.synthetic], pre, desc="val", quiet=quiet)
         labels = np.array([0] * len(val.real) + [1] * len(val.synthetic))
         source = np.array(["real"] * len(val.real) + list(val.source))
-        control = torch.stack(
-            [views_of(perturb(c[None], CONTROL)[0], pre) for c in canvases[: len(val.real)]]
-        )
+        control = perturbed_views(canvases[: len(val.real)], pre, CONTROL)
         return cls(views, labels, source, tuple(sources.held_out), control)
 
     def report(
@@ -284,31 +282,6 @@ class Validation:
         return report, point
 
 
-def _score_views(
-    model: nn.Module,
-    views: torch.Tensor,
-    cfg: TrainConfig,
-    preprocess: PreprocessConfig,
-    device: torch.device,
-    dtype: torch.dtype,
-    quiet: bool,
-) -> np.ndarray:
-    """Logits (N, V) of every view of every image."""
-    n, v = views.shape[:2]
-    logits = predict_logits(
-        model,
-        views.reshape(n * v, *views.shape[2:]),
-        preprocess,
-        device,
-        dtype,
-        batch_size=cfg.eval_batch_size,
-        channels_last=cfg.channels_last,
-        desc="validation",
-        quiet=quiet,
-    )
-    return logits.reshape(n, v)
-
-
 def _validate(
     model: nn.Module,
     val: Validation,
@@ -320,9 +293,10 @@ def _validate(
 ) -> tuple[dict[str, Any], OperatingPoint]:
     """Score the validation set (sharded over ranks, gathered), choose the operating point."""
     idx = np.arange(val.views.shape[0])[ctx.rank :: ctx.world_size]
+    opts = dict(batch_size=cfg.eval_batch_size, channels_last=cfg.channels_last, desc="validation")
     quiet = cfg.quiet or not ctx.is_main
-    args = (model, val.views[torch.from_numpy(idx)], cfg, preprocess, device, dtype, quiet)
-    logits = _score_views(*args)
+    views = val.views[torch.from_numpy(idx)]
+    logits = predict_view_logits(model, views, preprocess, device, dtype, quiet=quiet, **opts)
     if ctx.enabled:
         parts: list[Any] = [None] * ctx.world_size
         dist.all_gather_object(parts, (idx, logits))
@@ -330,7 +304,7 @@ def _validate(
         for i, lg in parts:
             full[i] = lg
         logits = full
-    control = _score_views(model, val.control, cfg, preprocess, device, dtype, True)
+    control = predict_view_logits(model, val.control, preprocess, device, dtype, quiet=True, **opts)
     return val.report(logits, cfg.criterion, cfg.target_fpr, cfg.inconclusive_fpr, control)
 
 
