@@ -4,21 +4,25 @@ The shape follows ray serve's original ``batching.py``: every caller gets its ow
 batch loop waits for a first item, then up to ``max_wait_s`` or ``max_batch_size`` items, runs
 ``f`` off the event loop (in an executor, so a forward pass never blocks other requests), checks
 that ``f`` returned one result per item and routes each result to its caller. An exception from
-``f`` reaches every caller of that batch and no one else; callers that were cancelled (client
-gone, timed out) are skipped before the batch is built. The queue is bounded: when it is full a
-caller is refused at once (:class:`Overloaded`) rather than left to wait for a timeout.
+``f`` reaches every caller of that batch and no one else; callers that were cancelled (timed
+out, or their task cancelled: the service cancels a request whose client disconnected, see
+``app/api/disconnect.py``) are skipped before the batch is built. The queue is bounded: when it
+is full a caller is refused at once (:class:`Overloaded`) rather than left to wait for a
+timeout. :meth:`Batcher.stop` fails every caller not yet run, queued or in the batch being
+formed, with :class:`BatcherClosed` at once.
 
-How long a forming batch waits adapts to the traffic: ``max_wait_s`` after a batch of one (a
-lone client should not wait for company that is not coming), ``max_busy_wait_s`` after a batch
-of several (concurrent clients are sending; their next requests are one round trip away).
-Without the longer wait, 8 closed-loop clients split into two groups of ~4 that alternate
-(measured: docs/BENCHMARKS.md).
+How long a forming batch waits adapts to the traffic: ``max_wait_s`` after a batch that served
+one caller (a lone client should not wait for company that is not coming, even when it sends
+several items per call), ``max_busy_wait_s`` after a batch of several callers (concurrent
+clients are sending; their next requests are one round trip away). Without the longer wait, 8
+closed-loop clients split into two groups of ~4 that alternate (measured: docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -58,11 +62,24 @@ class BatchObserver(Protocol):
     def batch_done(self, size: int, queue_waits_s: Sequence[float], run_s: float) -> None: ...
 
 
+@dataclass(frozen=True)
+class CallTiming:
+    """Where one call's time went: the longest any of its items waited for a forward pass, and
+    the forward passes that ran them (each counted once). Request logs report these."""
+
+    queue_wait_s: float
+    run_s: float
+
+
 @dataclass
 class _Pending(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
+    call: int  # one id per submit_many: the adaptive wait counts callers, not items
     enqueued: float = field(default_factory=time.perf_counter)
+    started: float | None = None  # when its forward pass started
+    batch: int | None = None  # which forward pass ran it
+    run_s: float = 0.0
 
 
 class Batcher(Generic[T, R]):
@@ -89,7 +106,11 @@ class Batcher(Generic[T, R]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_busy_wait_s = max(max_busy_wait_s, max_wait_s)
-        self._last_batch_size = 0
+        self._last_callers = 0
+        self._calls = itertools.count()
+        self._batches = itertools.count()
+        self._forming: list[_Pending[T, R]] = []  # taken off the queue, not yet running
+        self._batch_started: float | None = None  # monotonic start of the forward pass running
         self.max_queue_size = max_queue_size
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
@@ -109,6 +130,18 @@ class Batcher(Generic[T, R]):
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def busy_for_s(self) -> float:
+        """How long the forward pass running now has run (0 when idle): liveness reads it, so
+        a pass that hangs turns the process unhealthy instead of silently stalling."""
+        started = self._batch_started
+        return 0.0 if started is None else time.monotonic() - started
+
+    def has_room(self, n: int = 1) -> bool:
+        """Whether ``n`` more items would be queued now; checked before a request does any work
+        (reading and decoding an upload) that a full queue would waste."""
+        return self._queue.qsize() + n <= self.max_queue_size
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
@@ -116,13 +149,16 @@ class Batcher(Generic[T, R]):
             )
 
     async def stop(self) -> None:
-        """Stop the loop; callers still queued get :class:`BatcherClosed`."""
+        """Stop the loop; callers not yet run (queued, or in the batch being formed) get
+        :class:`BatcherClosed` at once. To finish queued work first, stop admitting requests
+        and wait for them (the service's graceful shutdown does) before calling this."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
+        waiting = [*self._forming, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
+        self._forming = []
+        for pending in waiting:
             if not pending.future.done():
                 pending.future.set_exception(BatcherClosed(f"{self.name} is shutting down"))
         if self._own_executor:  # waits for a forward pass in flight, without blocking the loop
@@ -132,35 +168,44 @@ class Batcher(Generic[T, R]):
         """Run one item in some batch and return its result."""
         return (await self.submit_many([item]))[0]
 
-    async def submit_many(self, items: Sequence[T]) -> list[R]:
-        """Queue all items (all or none), then wait for all their results."""
+    async def submit_many(
+        self, items: Sequence[T], timing: Callable[[CallTiming], None] | None = None
+    ) -> list[R]:
+        """Queue all items (all or none), then wait for all their results; ``timing`` (if
+        given) hears where the call's time went once it has its results."""
         if not self.running:
             raise BatcherClosed(f"{self.name} is not running")
-        if self._queue.qsize() + len(items) > self.max_queue_size:
+        if not self.has_room(len(items)):
             raise Overloaded(self.name, self.retry_after_s)
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[R]] = []
-        for item in items:
-            future: asyncio.Future[R] = loop.create_future()
-            futures.append(future)
-            self._queue.put_nowait(_Pending(item, future))
+        call = next(self._calls)
+        pending = [_Pending(item, loop.create_future(), call) for item in items]
+        for p in pending:
+            self._queue.put_nowait(p)
         try:
             async with asyncio.timeout(self.timeout_s) as deadline:
-                return [await future for future in futures]
+                results = [await p.future for p in pending]
         except TimeoutError as exc:
             if deadline.expired():
                 raise BatchTimeout(self.name, self.timeout_s) from exc
             raise
         finally:
-            for future in futures:  # on timeout, error or cancellation: let the loop skip them
-                if not future.done():
-                    future.cancel()
-                elif not future.cancelled():
-                    future.exception()  # mark retrieved: a shared batch error is reported once
+            for p in pending:  # on timeout, error or cancellation: let the loop skip them
+                if not p.future.done():
+                    p.future.cancel()
+                elif not p.future.cancelled():
+                    p.future.exception()  # mark retrieved: a shared batch error is reported once
+        if timing is not None:
+            runs = {p.batch: p.run_s for p in pending}
+            waits = [p.started - p.enqueued for p in pending if p.started is not None]
+            timing(CallTiming(max(waits, default=0.0), sum(runs.values())))
+        return results
 
     async def _collect(self) -> list[_Pending[T, R]]:
-        batch = [await self._queue.get()]
-        wait = self.max_busy_wait_s if self._last_batch_size > 1 else self.max_wait_s
+        """The next batch; kept on ``self._forming`` while it waits, so :meth:`stop` can fail
+        its callers instead of leaving them to time out."""
+        batch = self._forming = [await self._queue.get()]
+        wait = self.max_busy_wait_s if self._last_callers > 1 else self.max_wait_s
         deadline = asyncio.get_running_loop().time() + wait
         while len(batch) < self.max_batch_size:
             if not self._queue.empty():
@@ -180,11 +225,16 @@ class Batcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         while True:
             collected = await self._collect()
-            self._last_batch_size = len(collected)
             batch = [p for p in collected if not p.future.done()]
+            self._forming = []
+            self._last_callers = len({p.call for p in batch})
             if not batch:
                 continue  # every caller in it was cancelled or timed out
             started = time.perf_counter()
+            self._batch_started = time.monotonic()
+            batch_id = next(self._batches)
+            for p in batch:
+                p.started, p.batch = started, batch_id
             try:
                 results = await loop.run_in_executor(
                     self._executor, self.fn, [p.item for p in batch]
@@ -207,9 +257,14 @@ class Batcher(Generic[T, R]):
                 for pending, result in zip(batch, results, strict=True):
                     if not pending.future.done():
                         pending.future.set_result(result)
+            finally:
+                self._batch_started = None
+            run_s = time.perf_counter() - started
+            for p in batch:
+                p.run_s = run_s
             if self.observer is not None:
                 waits = [started - p.enqueued for p in batch]
                 try:
-                    self.observer.batch_done(len(batch), waits, time.perf_counter() - started)
+                    self.observer.batch_done(len(batch), waits, run_s)
                 except Exception:  # a metrics bug must not stop serving
                     logger.exception("%s: batch observer failed", self.name)

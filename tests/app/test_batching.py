@@ -242,3 +242,64 @@ async def test_a_lone_client_is_not_kept_waiting() -> None:
     finally:
         await b.stop()
     assert fn.batches == [[0], [3], [4], [5]]
+
+
+async def test_a_lone_client_sending_several_items_is_not_kept_waiting() -> None:
+    """A batch of four items from one call is one caller: the next call from the same client
+    must not wait max_busy_wait_s for company (it used to wait the full 2 s here)."""
+    fn = Recorder()
+    b = await _started(fn, max_batch_size=8, max_wait_s=0.001, max_busy_wait_s=2.0)
+    try:
+        await b.submit_many([0, 1, 2, 3])
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await b.submit_many([4, 5, 6, 7])
+        elapsed = loop.time() - start
+    finally:
+        await b.stop()
+    assert fn.batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert elapsed < 1.0  # a behaviour check (2 s busy wait or not), not a speed threshold
+
+
+async def test_stop_fails_the_batch_being_formed_at_once() -> None:
+    """Items taken off the queue into a forming batch get BatcherClosed from stop(), not a
+    BatchTimeout after the request timeout."""
+    b = await _started(Recorder(), max_batch_size=8, max_wait_s=30.0, timeout_s=60.0)
+    forming = asyncio.ensure_future(b.submit_many([1, 2]))
+    await asyncio.sleep(0.05)  # the loop holds both items, waiting 30 s for more
+    assert b.queue_depth == 0
+    await asyncio.wait_for(b.stop(), timeout=5)
+    with pytest.raises(BatcherClosed):
+        await asyncio.wait_for(forming, timeout=1)
+
+
+async def test_timing_reports_queue_wait_and_run_time_per_call() -> None:
+    gate = threading.Event()
+    b = await _started(Recorder(gate=gate), max_batch_size=2, max_wait_s=0)
+    timings: list = []
+    try:
+        call = asyncio.ensure_future(b.submit_many([1, 2, 3], timing=timings.append))
+        await asyncio.sleep(0.1)  # the first batch (1, 2) runs behind the gate
+        gate.set()
+        assert await call == [10, 20, 30]
+    finally:
+        await b.stop()
+    (timing,) = timings
+    assert timing.run_s >= 0.1  # the gated pass counts, and the second pass adds to it
+    assert timing.queue_wait_s >= 0.1  # item 3 waited for the first pass to finish
+    assert b.busy_for_s == 0.0
+
+
+async def test_busy_for_grows_while_a_pass_hangs() -> None:
+    gate = threading.Event()
+    b = await _started(Recorder(gate=gate), max_batch_size=1, max_wait_s=0)
+    try:
+        call = asyncio.ensure_future(b.submit(1))
+        await asyncio.sleep(0.2)
+        assert b.busy_for_s >= 0.15
+        gate.set()
+        assert await call == 10
+        assert b.busy_for_s == 0.0
+    finally:
+        gate.set()
+        await b.stop()
