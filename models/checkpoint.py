@@ -2,9 +2,10 @@
 
 Served weights are ``.safetensors`` (no pickle anywhere). The metadata records the model kind, its
 config, the preprocessing constants, the detector's decision threshold, the training step,
-metrics, creation time, code version and a SHA-256 of the weights, so a truncated or tampered
-file is refused. Full training state for resume is a separate ``torch.save`` file that is only
-ever read with ``torch.load(weights_only=True)``.
+metrics, creation time, code version and a SHA-256 of the weights, so a truncated or corrupted
+file is refused (a checksum catches corruption, not a deliberate edit: whoever can rewrite the
+weights can rewrite their digest too; sign the files if that matters). Full training state for
+resume is a separate ``torch.save`` file, only ever read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 class CheckpointError(RuntimeError):
-    """The file is missing, truncated, tampered with, or not the kind of model expected."""
+    """The file is missing, truncated, corrupted, or not the kind of model expected."""
 
 
 @dataclass
@@ -116,7 +118,8 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes: equal digests = bitwise equal weights."""
     h = hashlib.sha256()
     for key in sorted(tensors):
         t = tensors[key].contiguous()
@@ -158,7 +161,7 @@ def save_model(
         metrics=metrics or {},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         code_version=code_version(),
-        weights_sha256=_digest(tensors),
+        weights_sha256=weights_digest(tensors),
         extra=extra or {},
     )
     path = Path(path)
@@ -190,9 +193,59 @@ def read_meta(path: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{path} is not a dermafake checkpoint (no {FORMAT} metadata)")
     try:
         fields = json.loads(raw["dermafake"])
-        return CheckpointMeta(**fields)
+        meta = CheckpointMeta(**fields)
     except (json.JSONDecodeError, TypeError) as exc:
         raise CheckpointError(f"{path} has damaged metadata ({exc})") from exc
+    problem = _metadata_problem(meta)
+    if problem:
+        raise CheckpointError(f"{path} has invalid metadata: {problem}")
+    return meta
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _metadata_problem(meta: CheckpointMeta) -> str | None:
+    """What is wrong with the metadata's types and ranges, or None: checked before anything is
+    built from it, so a bad file fails with a message instead of deep inside a model."""
+    for name, kind in (
+        ("kind", str),
+        ("config", dict),
+        ("preprocessing", dict),
+        ("metrics", dict),
+        ("extra", dict),
+        ("step", int),
+    ):
+        if not isinstance(getattr(meta, name), kind):
+            return f"{name} must be a {kind.__name__}, got {type(getattr(meta, name)).__name__}"
+    if not _SHA256.fullmatch(str(meta.weights_sha256)):
+        return "no weights SHA-256 recorded, so the weights cannot be verified; re-save the model"
+    if meta.threshold is not None and not (
+        isinstance(meta.threshold, int | float) and 0.0 <= meta.threshold <= 1.0
+    ):
+        return f"threshold must be a probability in [0, 1], got {meta.threshold!r}"
+    pre = meta.preprocessing
+    for key in ("mean", "std"):
+        values = pre.get(key)
+        if not (
+            isinstance(values, list | tuple)
+            and len(values) == 3
+            and all(isinstance(v, int | float) for v in values)
+        ):
+            return f"preprocessing.{key} must be 3 numbers (R, G, B), got {values!r}"
+    if any(v <= 0 for v in pre["std"]):
+        return f"preprocessing.std must be positive, got {pre['std']!r}"
+    try:
+        config = PreprocessConfig.from_dict(pre)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"preprocessing: {exc}"
+    model_size = meta.config.get("image_size")
+    if model_size is not None and model_size != config.image_size:
+        return (
+            f"the model was built for {model_size} px but its preprocessing makes "
+            f"{config.image_size} px inputs"
+        )
+    return None
 
 
 def load_model(
@@ -215,8 +268,10 @@ def load_model(
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is truncated or damaged ({exc})") from exc
-    if meta.weights_sha256 and _digest(tensors) != meta.weights_sha256:
-        raise CheckpointError(f"{path}: weights do not match their recorded SHA-256 (tampered?)")
+    if weights_digest(tensors) != meta.weights_sha256:
+        raise CheckpointError(
+            f"{path}: weights do not match their recorded SHA-256 (corrupted or partly written)"
+        )
     model = model_cls(config)
     try:
         model.load_state_dict(clean_state_dict(tensors))

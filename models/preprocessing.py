@@ -20,7 +20,6 @@ Two ways to reach the model's size (``PreprocessConfig.crop``):
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 GAN_MEAN = (0.5, 0.5, 0.5)
 GAN_STD = (0.5, 0.5, 0.5)
 DEFAULT_MAX_PIXELS = 50_000_000  # a 8660x5773 photo; far above any dermatoscope
+# The formats a photo or a generated image arrives in; every other Pillow plugin (ICO, GIF, PSD,
+# TGA, ...) is never even tried, so its parser is not attack surface. (Multi-picture JPEGs
+# from some cameras open through the JPEG plugin, as format MPO.)
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+ACCEPTED = "JPEG, PNG, WebP, BMP or TIFF"
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 CROPS = ("center_square", "native")
 
@@ -41,6 +45,10 @@ ImageSource = bytes | bytearray | memoryview | str | Path | Image.Image
 
 class InvalidImageError(ValueError):
     """The input is not an image we can use; the message says why (safe to show to a client)."""
+
+
+class UnsupportedFormatError(InvalidImageError):
+    """Not one of :data:`FORMATS` (or not an image at all): the service answers 415."""
 
 
 @dataclass(frozen=True)
@@ -86,28 +94,35 @@ def _open(source: ImageSource) -> Image.Image:
         data = bytes(source)
     if not data:
         raise InvalidImageError("empty file: 0 bytes")
+    # No warnings.catch_warnings() here: it is not thread-safe and decoding runs in a pool.
+    # Pillow's DecompressionBombWarning (above ~89 MP) only ever fires for images that
+    # load_rgb's own, lower pixel limit then refuses; its DecompressionBombError is caught.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as exc:
         raise InvalidImageError(f"image too large (decompression bomb): {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise InvalidImageError(
-            "not a recognised image (JPEG, PNG, WebP, BMP or TIFF expected)"
+        raise UnsupportedFormatError(
+            f"not a supported image: send {ACCEPTED} (recognised by content, not by name)"
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(f"corrupt image header: {exc}") from exc
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB; 16/32-bit greyscale is rescaled, alpha composited on black."""
+    """Any Pillow mode to 8-bit RGB; 16/32-bit greyscale is rescaled, alpha composited on black.
+
+    16-bit images keep their top byte (no float copy: a 12 MP frame stays 24 MB, not 96);
+    32-bit integer and float images are scaled by their maximum in float32."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if img.mode.startswith("I;16"):
+        arr = (np.asarray(img).astype(np.uint16, copy=False) >> 8).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        scale = np.float32(255.0 / max(float(arr.max()), 1.0))
+        arr = np.clip(arr * scale + np.float32(0.5), 0, 255).astype(np.uint8)
         return Image.fromarray(arr, mode="L").convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA")
@@ -140,7 +155,7 @@ def load_rgb(
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
-        if min_side and img.format == "JPEG":
+        if min_side and img.format in ("JPEG", "MPO"):
             img.draft(None, (min_side, min_side))
         img.load()
         img = ImageOps.exif_transpose(img)

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from models.checkpoint import load_model
+from models.noise import seed_noise
 from models.preprocessing import images_to_bytes
 from models.runtime import PRECISIONS, autocast, resolve_device, resolve_dtype
 from training.common import write_json
@@ -79,10 +80,9 @@ def parse_args(argv: list[str] | None = None) -> SynthesizeConfig:
 
 
 def noise_for(indices: range, seed: int, z_dim: int) -> torch.Tensor:
-    """(len(indices), z_dim) standard normal noise; row i drawn from its own seed ``seed + i``."""
-    g = torch.Generator()
-    rows = [torch.randn(z_dim, generator=g.manual_seed(seed + i)) for i in indices]
-    return torch.stack(rows)
+    """(len(indices), z_dim) standard normal noise; row i drawn from its own seed ``seed + i``,
+    exactly as the service's ``/generate`` draws it for that seed."""
+    return seed_noise((seed + i for i in indices), z_dim)
 
 
 def _prepare_out(config: SynthesizeConfig) -> None:

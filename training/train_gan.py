@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import hashlib
 import os
 import sys
 import time
@@ -32,7 +31,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from models.checkpoint import CheckpointError, load_state, save_model, save_state, unwrap
+from models.checkpoint import (
+    CheckpointError,
+    load_state,
+    save_model,
+    save_state,
+    unwrap,
+    weights_digest,
+)
 from models.preprocessing import GAN_MEAN, GAN_STD, PreprocessConfig, normalize, to_uint8
 from models.runtime import PRECISIONS, autocast, resolve_device, resolve_dtype
 from models.sngan import (
@@ -231,13 +237,14 @@ def random_flips(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def weight_digest(*modules: nn.Module) -> str:
-    """SHA-256 over parameters and buffers: equal digests = bitwise equal models."""
-    h = hashlib.sha256()
-    for module in modules:
-        for key, t in sorted(unwrap(module).state_dict().items()):
-            h.update(key.encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
+    """One SHA-256 over the models' parameters and buffers: equal digests = bitwise equal."""
+    return weights_digest(
+        {
+            f"{i}.{key}": t.detach().cpu()
+            for i, module in enumerate(modules)
+            for key, t in unwrap(module).state_dict().items()
+        }
+    )
 
 
 @dataclass

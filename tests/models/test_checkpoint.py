@@ -82,7 +82,7 @@ def test_truncated_file(tmp_path: Path, detector_file) -> None:
         load_model(bad)
 
 
-def test_tampered_weights(tmp_path: Path) -> None:
+def test_corrupted_weights(tmp_path: Path) -> None:
     g = Generator(GeneratorConfig(image_size=32, channels=8))
     path = tmp_path / "g.safetensors"
     save_model(path, g, GAN_PRE)
@@ -187,4 +187,54 @@ def test_config_its_class_refuses_is_a_checkpoint_error(tmp_path: Path) -> None:
         metadata={"format": "dermafake/1", "dermafake": json.dumps(fields)},
     )
     with pytest.raises(CheckpointError, match="residual_norm"):
+        load_model(path)
+
+
+def _rewrite_meta(path: Path, **changes: object) -> None:
+    """The same weights under edited metadata, as a damaged or hand-edited file would have."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    fields = json.loads(read_meta_raw(path))
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        target = fields
+        for key in parents:
+            target = target[key]
+        target[leaf] = value
+    save_file(
+        tensors, str(path), metadata={"format": "dermafake/1", "dermafake": json.dumps(fields)}
+    )
+
+
+def read_meta_raw(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()["dermafake"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"weights_sha256": ""}, "no weights SHA-256 recorded"),
+        ({"threshold": 1.5}, r"threshold must be a probability in \[0, 1\]"),
+        ({"threshold": "high"}, "threshold must be a probability"),
+        ({"preprocessing__mean": [0.5, 0.5]}, "preprocessing.mean must be 3 numbers"),
+        ({"preprocessing__std": [0.5, 0.0, 0.5]}, "preprocessing.std must be positive"),
+        ({"preprocessing__image_size": 64}, "built for 32 px but its preprocessing makes 64 px"),
+        ({"step": "ten"}, "step must be a int"),
+        ({"config": [1, 2]}, "config must be a dict"),
+    ],
+)
+def test_invalid_metadata_is_refused_naming_the_field(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    """An unverifiable or inconsistent header fails at read time with a message, not later
+    inside a model (an empty SHA-256 used to skip verification altogether)."""
+    path = tmp_path / "g.safetensors"
+    generator = Generator(GeneratorConfig(image_size=32, channels=8))
+    save_model(path, generator, PreprocessConfig(32, GAN_MEAN, GAN_STD), threshold=0.5)
+    _rewrite_meta(path, **changes)
+    with pytest.raises(CheckpointError, match=message):
         load_model(path)

@@ -12,6 +12,7 @@ from models.preprocessing import (
     GAN_MEAN,
     GAN_STD,
     InvalidImageError,
+    UnsupportedFormatError,
     PreprocessConfig,
     encode,
     images_to_bytes,
@@ -109,7 +110,7 @@ def test_any_mode_becomes_rgb(mode: str, value) -> None:
 
 def test_animation_first_frame() -> None:
     frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
-    data = _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    data = _encoded(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
     r, _g, b = load_rgb(data).getpixel((4, 4))
     assert r > 200 and b < 50
 
@@ -126,7 +127,7 @@ def test_empty_bytes() -> None:
 
 
 def test_text_is_not_an_image() -> None:
-    with pytest.raises(InvalidImageError, match="not a recognised image"):
+    with pytest.raises(InvalidImageError, match="not a supported image"):
         load_rgb(b"hello, this is plainly text\n" * 10)
 
 
@@ -149,11 +150,21 @@ def test_pixel_limit_is_configurable() -> None:
         load_rgb(data, max_pixels=9999)
 
 
-def test_unsupported_format() -> None:
-    ico = _encoded(Image.new("RGB", (16, 16)), "ICO")  # Pillow can read it; we still decode
-    assert load_rgb(ico).size == (16, 16)
-    with pytest.raises(InvalidImageError):
+@pytest.mark.parametrize("fmt", ["ICO", "GIF", "TGA", "PPM", "PCX"])
+def test_formats_pillow_reads_but_we_do_not_accept_are_refused(fmt: str) -> None:
+    """Only JPEG, PNG, WebP, BMP and TIFF reach a decoder; every other Pillow plugin is off."""
+    data = _encoded(Image.new("RGB", (16, 16)), fmt)
+    assert Image.open(io.BytesIO(data)).format == fmt  # Pillow itself would decode it
+    with pytest.raises(UnsupportedFormatError, match="JPEG, PNG, WebP, BMP or TIFF"):
+        load_rgb(data)
+    with pytest.raises(UnsupportedFormatError):
         load_rgb(b"%PDF-1.4\n" + b"0" * 100)
+
+
+def test_16_bit_keeps_its_top_byte() -> None:
+    arr = np.array([[0, 255, 256, 65535]], dtype=np.uint16)
+    rgb = load_rgb(_encoded(Image.fromarray(arr), "PNG"))
+    assert np.asarray(rgb)[0, :, 0].tolist() == [0, 0, 1, 255]
 
 
 def test_missing_file(tmp_path: Path) -> None:
