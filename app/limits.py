@@ -6,6 +6,10 @@ one (chunked) is counted as it arrives and refused as soon as it passes the limi
 never holds more than the limit plus one chunk. Raising from ``receive`` (instead of answering
 before routing) keeps the route known, so metrics and the API key check see the request as
 usual: FastAPI and the upload reader let ``HTTPException`` through to the handler (413).
+
+Limits are keyed by route template (``/detect``), read from the matched route when the body is
+first read, never by the raw path: behind a proxy prefix (``root_path``) the path is
+``/prefix/detect`` and would otherwise fall back to the small default.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ def too_large(limit: int) -> str:
 
 
 class BodySizeLimitMiddleware:
-    """Per-path body limits: ``limits[path]`` or ``default`` bytes."""
+    """Per-route body limits: ``limits[route template]`` or ``default`` bytes."""
 
     def __init__(self, app: ASGIApp, *, default: int, limits: dict[str, int]) -> None:
         self.app = app
@@ -31,12 +35,13 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.get(scope["path"], self.default)
         declared = Headers(scope=scope).get("content-length")
         received = 0
 
         async def receive_limited() -> Message:
             nonlocal received
+            # Routing has run by the time anyone reads the body: the route says which limit.
+            limit = self.limits.get(getattr(scope.get("route"), "path", ""), self.default)
             if declared is not None:
                 if not declared.isdigit():
                     raise HTTPException(400, "invalid Content-Length header")

@@ -1,4 +1,6 @@
-"""Assembles the service: ``create_app(settings)``; models load in the lifespan, not at import.
+"""Assembles the service: ``create_app(settings)``. Nothing loads at import; the lifespan starts
+the model host, which loads the models in the background while the port is already open
+(``app/host.py``), and stops it at shutdown.
 
 ``uvicorn app.main:app`` serves the module-level ``app``, built from ``DERMAFAKE_*`` variables;
 tests call :func:`create_app` with their own :class:`Settings`.
@@ -11,21 +13,26 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.admission import AdmissionGate
 from app.api.errors import install_error_handlers
 from app.api.routes import api_router
+from app.host import ModelHost
 from app.limits import BodySizeLimitMiddleware
 from app.metrics import Metrics, RequestMetricsMiddleware
-from app.services import Services
+from app.openapi import install_openapi
+from app.ratelimit import RateLimiter
+from app.request_context import RequestContextMiddleware
 from app.settings import Settings
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.services = await Services.start(app.state.settings, app.state.metrics)
+    host: ModelHost = app.state.host
+    host.start()
     try:
         yield
     finally:
-        await app.state.services.stop()
+        await host.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,18 +43,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Tell real dermoscopic photos from generated ones; generate synthetic lesions.",
         version="0.1.0",
         lifespan=lifespan,
-    )
+    )  # root_path is the server's (uvicorn sets it in every request's scope): app/__main__.py
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.services = None
+    app.state.host = ModelHost(settings, metrics)
+    app.state.admission = gate = AdmissionGate(settings.max_inflight_requests)
+    metrics.in_flight.set_function(lambda: gate.in_flight)
+    app.state.rate_limiter = (
+        RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        if settings.rate_limit_per_s > 0
+        else None
+    )
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimitMiddleware,
         default=settings.max_body_bytes,
         limits={"/detect": settings.max_upload_bytes},
     )
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: sees every status
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware)  # outermost: every response gets its id
     app.include_router(api_router)
+    install_openapi(app, settings)
     return app
 
 

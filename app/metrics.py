@@ -96,6 +96,28 @@ class Metrics:
             ["model", "reason"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "dermafake_rate_limited_total",
+            "Requests refused with 429 by the per-client rate limit.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.admission_rejected = Counter(
+            "dermafake_admission_rejected_total",
+            "Model requests refused with 503 because max_inflight_requests were in flight.",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "dermafake_inflight_requests",
+            "Model requests admitted and not yet answered (reading, decoding, queued, running).",
+            registry=r,
+        )
+        self.client_disconnects = Counter(
+            "dermafake_client_disconnects_total",
+            "Requests cancelled because the client closed the connection before the answer.",
+            ["endpoint"],
+            registry=r,
+        )
         self.verdicts = Counter(
             "dermafake_verdicts_total",
             "Images answered by /detect, by overall verdict (all the models asked, combined).",

@@ -25,8 +25,9 @@ from torch import nn
 
 from app.discovery import read_detector
 from models.checkpoint import CheckpointMeta, load_model
+from models.noise import seed_noise
 from models.operating_point import OperatingPoint, Verdict
-from models.preprocessing import encode, normalize, to_pil, to_uint8
+from models.preprocessing import normalize, to_uint8
 from models.runtime import (
     InferenceOptions,
     pad_to_bucket,
@@ -37,14 +38,6 @@ from models.runtime import (
 
 ARCHITECTURES = {"detector": "vgg16", "npr": "npr", "generator": "sngan"}  # old checkpoints
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GenerateItem:
-    """One image to generate: its own seed makes it reproducible whatever batch it lands in."""
-
-    seed: int
-    fmt: str = "png"
 
 
 class Runner:
@@ -228,13 +221,9 @@ class DetectorRunner(Runner):
         return [torch.zeros(views, 3, size, size, dtype=torch.uint8)] * n
 
 
-def seed_noise(seed: int, z_dim: int) -> torch.Tensor:
-    """z (1, z_dim) from its own CPU generator: the same on every device and in every batch."""
-    return torch.randn(1, z_dim, generator=torch.Generator().manual_seed(seed))
-
-
 class GeneratorRunner(Runner):
-    """Seeds -> generated images, encoded as PNG or JPEG bytes."""
+    """Seeds -> generated images, uint8 (3, S, S): each seed's image whatever batch it is in.
+    Encoding (PNG, JPEG) is the caller's job, off this thread (``Services.generate``)."""
 
     kind = "generator"
 
@@ -248,12 +237,10 @@ class GeneratorRunner(Runner):
     ) -> None:
         super().__init__(model, meta, options, buckets, name or "generator")
 
-    def __call__(self, items: list[GenerateItem]) -> list[bytes]:
-        z_dim = int(self.meta.config["z_dim"])
-        z = torch.cat([seed_noise(item.seed, z_dim) for item in items])
+    def __call__(self, seeds: list[int]) -> list[torch.Tensor]:
+        z = seed_noise(seeds, int(self.meta.config["z_dim"]))
         images = self.forward(to_device(pad_to_bucket(z, self.buckets), self.device))
-        pixels = to_uint8(images[: len(items)])
-        return [encode(to_pil(img), item.fmt) for img, item in zip(pixels, items, strict=True)]
+        return list(to_uint8(images[: len(seeds)]).cpu())
 
-    def example(self, n: int) -> list[GenerateItem]:
-        return [GenerateItem(seed=i) for i in range(n)]
+    def example(self, n: int) -> list[int]:
+        return list(range(n))

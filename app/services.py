@@ -1,5 +1,6 @@
-"""What the lifespan builds and the routes use: every detector and the generator, one batcher
-per model, the decode pool."""
+"""What the model host builds and the routes use: every detector and the generator, one batcher
+per model, the image pool (decoding uploads, encoding generated images: never on a model's
+thread, which only runs forward passes)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from typing import Any
 
 import torch
 
-from app.batching import Batcher
+from app.batching import Batcher, CallTiming
 from app.discovery import find_detectors
 from app.metrics import Metrics
-from app.runners import DetectorRunner, DetectorScore, GenerateItem, GeneratorRunner, Runner
+from app.request_context import record_call
+from app.runners import DetectorRunner, DetectorScore, GeneratorRunner, Runner
 from app.settings import Settings
+from models.preprocessing import encode, to_pil
 from models.runtime import InferenceOptions, dtype_name, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -60,19 +63,25 @@ class Services:
     settings: Settings
     detectors: dict[str, DetectorRunner]  # by name, primary first
     generator: GeneratorRunner
-    detect_batchers: dict[str, Batcher[torch.Tensor, float]]  # one per detector, same names
-    generate_batcher: Batcher[GenerateItem, bytes]
-    decode_pool: ThreadPoolExecutor
+    detect_batchers: dict[str, Batcher[torch.Tensor, DetectorScore]]  # one per detector
+    generate_batcher: Batcher[int, torch.Tensor]  # seed -> uint8 image
+    image_pool: ThreadPoolExecutor
     ready: bool = field(default=False)
 
     @classmethod
-    async def start(cls, settings: Settings, metrics: Metrics) -> Services:
+    async def start(
+        cls,
+        settings: Settings,
+        metrics: Metrics,
+        progress: Callable[[str], None] = lambda step: None,
+    ) -> Services:
         """Load every detector and the generator onto the device, warm each up, start one
-        batcher per model."""
+        batcher per model; ``progress`` hears each step (what /readyz says meanwhile)."""
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.precision, device)
         options = InferenceOptions(device, dtype, settings.channels_last, settings.compile)
         specs = await asyncio.to_thread(find_detectors, settings)  # headers only: fails fast
+        progress(f"loading {len(specs)} detector(s) and the generator")
         *detectors, generator = await asyncio.gather(
             *(
                 asyncio.to_thread(
@@ -95,6 +104,7 @@ class Services:
             start = time.perf_counter()
             logger.info("warming up (compile=%s, buckets %s)", settings.compile, settings.buckets)
             for runner in runners:
+                progress(f"warming up {runner.name} (compile={settings.compile})")
                 await asyncio.to_thread(runner.warmup)
             logger.info("warm-up done in %.1f s", time.perf_counter() - start)
 
@@ -120,7 +130,7 @@ class Services:
             generator=generator,
             detect_batchers={d.name: batcher(d.name, d) for d in detectors},
             generate_batcher=batcher(generator.name, generator),
-            decode_pool=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
+            image_pool=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="image"),
         )
         for runner in runners:
             info = runner.info()
@@ -182,7 +192,9 @@ class Services:
         """
         tasks = [
             asyncio.ensure_future(
-                self.detect_batchers[d.name].submit_many([im[d.preprocess] for im in images])
+                self.detect_batchers[d.name].submit_many(
+                    [im[d.preprocess] for im in images], timing=_recorder(d)
+                )
             )
             for d in detectors
         ]
@@ -192,9 +204,36 @@ class Services:
             for task in tasks:
                 task.cancel()  # no-op for those done; the rest leave their queue
 
+    async def generate(self, seeds: Sequence[int], fmt: str) -> list[bytes]:
+        """Images for the seeds, encoded in the image pool (not on the generator's thread, so
+        the next forward pass does not wait for PNG compression)."""
+        pixels = await self.generate_batcher.submit_many(
+            list(seeds), timing=_recorder(self.generator)
+        )
+        loop = asyncio.get_running_loop()
+        return list(
+            await asyncio.gather(
+                *(loop.run_in_executor(self.image_pool, _encode, p, fmt) for p in pixels)
+            )
+        )
+
+    def room_for(self, runners: Sequence[Runner], n: int = 1) -> bool:
+        """Whether every one of these models' queues has room for ``n`` more images now."""
+        batchers = {**self.detect_batchers, self.generator.name: self.generate_batcher}
+        return all(batchers[r.name].has_room(n) for r in runners)
+
     async def stop(self) -> None:
         """Refuse new work (readyz turns 503); callers still waiting get 503; free the threads."""
         self.ready = False
         for batcher in self.batchers:
             await batcher.stop()
-        await asyncio.to_thread(self.decode_pool.shutdown, wait=True)
+        await asyncio.to_thread(self.image_pool.shutdown, wait=True)
+
+
+def _encode(pixels: torch.Tensor, fmt: str) -> bytes:
+    return encode(to_pil(pixels), fmt)
+
+
+def _recorder(runner: Runner) -> Callable[[CallTiming], None]:
+    """Adds a batcher call's timing to the request being served (its log line)."""
+    return lambda timing: record_call(runner.name, runner.version, timing)

@@ -17,6 +17,7 @@ from models.runtime import bucket_sizes
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+LogFormat = Literal["json", "text"]
 
 
 class Settings(BaseSettings):
@@ -43,7 +44,18 @@ class Settings(BaseSettings):
     # Server (python -m app); one worker per process: see app/metrics.py on why.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    log_level: str = "info"
+    root_path: str = ""  # the path prefix a reverse proxy serves the app under, e.g. /dermafake
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: LogFormat = "json"  # one JSON object per line (request lines included), or text
+
+    # Life cycle. Models load in the background: the port opens at once, /readyz says why it is
+    # not ready yet (loading, compiling, waiting for artifacts) and the service picks the
+    # artifacts up when they appear, looking every `load_retry_s`.
+    load_retry_s: float = Field(5.0, gt=0)
+    # /healthz fails when a forward pass has run this long: a hung model is a dead process.
+    liveness_timeout_s: float = Field(120.0, gt=0)
+    # SIGTERM: stop admitting (503), let requests in flight finish for up to this long, exit.
+    shutdown_timeout_s: float = Field(30.0, ge=0)
 
     # Dynamic batching, per model. Queue sizes count images, not requests.
     max_batch_size: int = Field(16, ge=1)
@@ -54,10 +66,20 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=0)
     decode_threads: int = Field(2, ge=1)
 
+    # Admission: requests to /detect and /generate in flight at once (reading, decoding, queued
+    # or running); one more is a 503 with Retry-After before its body is read.
+    max_inflight_requests: int = Field(64, ge=1)
+    # Rate limit per API key (or client address when no key is set): a token bucket refilled at
+    # `rate_limit_per_s` requests per second, holding up to `rate_limit_burst`; 0 turns it off.
+    rate_limit_per_s: float = Field(0.0, ge=0)
+    rate_limit_burst: int = Field(20, ge=1)
+
     # Limits on what a client may send or ask for.
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)  # whole /detect request body
     max_body_bytes: int = Field(64 * 1024, ge=1)  # every other request body (JSON)
-    max_pixels: int = Field(50_000_000, ge=1)
+    # Pixels per image, read from the header before decoding: 12 MP takes a 4000x3000 phone
+    # photo; the models need 256 px, so more would only cost decode time and memory.
+    max_pixels: int = Field(12_000_000, ge=1)
     max_files: int = Field(16, ge=1)
     max_generate_n: int = Field(16, ge=1)
 

@@ -55,9 +55,14 @@ def start(
         if proc.poll() is not None:
             raise ServerStartError(f"server exited with {proc.returncode} during start-up")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            ready = httpx.get(f"{url}/readyz", timeout=2)
+            if ready.status_code == 200:
                 return proc, url, time.perf_counter() - started
-        except httpx.TransportError:
+            reason = str(ready.json().get("detail", ""))
+            if "cannot load" in reason:  # it would wait for new artifacts: say why instead
+                stop(proc)
+                raise ServerStartError(reason)
+        except (httpx.TransportError, ValueError):
             pass
         if time.monotonic() > deadline:
             stop(proc)

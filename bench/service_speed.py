@@ -30,11 +30,11 @@ import httpx
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.runners import DetectorRunner, GenerateItem, GeneratorRunner, Runner
+from app.runners import DetectorRunner, GeneratorRunner, Runner
 from bench import server
 from bench.machine import describe
 from bench.timing import timed
-from models.preprocessing import load_rgb, model_views, normalize
+from models.preprocessing import encode, load_rgb, model_views, normalize, to_pil
 from models.runtime import InferenceOptions, bucket_sizes, resolve_device, resolve_dtype
 from training.common import write_json
 
@@ -121,7 +121,9 @@ def raw_models(cfg: Config, images: list[bytes]) -> Callable[[], dict[str, float
             "detector_images_per_s": timed(run(detector, x), cfg.raw_seconds, cfg.batch_size),
             "generator_images_per_s": timed(run(generator, z), cfg.raw_seconds, cfg.generate_n),
             "generator_with_png_images_per_s": timed(
-                lambda: generator([GenerateItem(s) for s in range(cfg.generate_n)]),
+                lambda: [
+                    encode(to_pil(image), "png") for image in generator(list(range(cfg.generate_n)))
+                ],
                 cfg.raw_seconds,
                 cfg.generate_n,
             ),

@@ -1,19 +1,23 @@
-"""Dependencies shared by routes: settings, metrics, loaded services, the optional API key."""
+"""Dependencies shared by routes: settings, metrics, loaded services, and the checks a model
+request passes, cheapest first, before any of its body is read: the API key, the client's rate
+limit, the in-flight admission gate, the models being ready, and room in the models' queues."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Header, HTTPException, Query, Request
 
+from app.batching import Overloaded
+from app.host import ModelHost
 from app.metrics import Metrics
+from app.ratelimit import retry_after
 from app.runners import DetectorRunner
 from app.services import Services, UnknownModel
 from app.settings import Settings
-
-_bearer = HTTPBearer(auto_error=False, description="DERMAFAKE_API_KEY, when the server sets one")
 
 
 async def get_settings(request: Request) -> Settings:
@@ -24,16 +28,28 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-async def get_services(request: Request) -> Services:
-    services: Services | None = getattr(request.app.state, "services", None)
-    if services is None or not services.ready:
-        retry = str(request.app.state.settings.retry_after_s)
-        raise HTTPException(503, "models are not loaded yet", headers={"Retry-After": retry})
-    return services
+async def get_host(request: Request) -> ModelHost:
+    return request.app.state.host
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+HostDep = Annotated[ModelHost, Depends(get_host)]
+
+
+async def get_services(host: HostDep, settings: SettingsDep) -> Services:
+    """The loaded models, or 503 + Retry-After saying why not (loading, waiting for artifacts,
+    shutting down)."""
+    status = host.status
+    if not status.ready or host.services is None:
+        raise HTTPException(
+            503,
+            f"service unavailable: {status.reason}",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+    return host.services
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
@@ -58,16 +74,76 @@ async def selected_detectors(
 SelectedDetectorsDep = Annotated[list[DetectorRunner], Depends(selected_detectors)]
 
 
+async def detect_room(services: ServicesDep, detectors: SelectedDetectorsDep) -> None:
+    """503 before the upload is read or decoded when a model's queue is already full: a
+    request that will be refused must not cost a decode first."""
+    for detector in detectors:
+        if not services.room_for([detector]):
+            raise Overloaded(detector.name, services.settings.retry_after_s)
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 async def require_api_key(
     settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> None:
-    """401 unless the server has no key or the request carries it as a Bearer token."""
+    """401 unless the server has no key or the request carries it as a Bearer token. (The
+    OpenAPI schema declares bearer auth only when a key is set: app/openapi.py.)"""
     if settings.api_key is None:
         return
     challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
+    token = _bearer_token(authorization)
+    if token is None:
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>'", challenge)
-    expected = settings.api_key.get_secret_value().encode()
-    if not secrets.compare_digest(credentials.credentials.encode(), expected):
+    if not secrets.compare_digest(token.encode(), settings.api_key.get_secret_value().encode()):
         raise HTTPException(401, "wrong API key", challenge)
+
+
+def client_key(request: Request, settings: Settings) -> str:
+    """Whom a rate limit counts: the API key (hashed: never held in memory in clear beyond the
+    request) when the server has keys, else the client's address."""
+    token = _bearer_token(request.headers.get("authorization"))
+    if settings.api_key is not None and token is not None:
+        return "key:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    return "addr:" + (request.client.host if request.client else "unknown")
+
+
+async def rate_limit(request: Request, settings: SettingsDep, metrics: MetricsDep) -> None:
+    """429 + Retry-After once a client has spent its bucket (off when the rate is 0)."""
+    limiter = request.app.state.rate_limiter
+    if limiter is None:
+        return
+    wait = limiter.acquire(client_key(request, settings))
+    if wait > 0:
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        metrics.rate_limited.labels(route).inc()
+        raise HTTPException(
+            429,
+            f"rate limit exceeded: {settings.rate_limit_per_s:g} requests/s, burst "
+            f"{settings.rate_limit_burst}; retry in {wait:.1f} s",
+            headers={"Retry-After": retry_after(wait)},
+        )
+
+
+async def admission(request: Request, settings: SettingsDep) -> AsyncIterator[None]:
+    """At most ``max_inflight_requests`` model requests at once (reading, decoding, queued or
+    running); one more is a 503 + Retry-After before its body is read."""
+    gate = request.app.state.admission
+    if not gate.try_enter():
+        request.app.state.metrics.admission_rejected.inc()
+        raise HTTPException(
+            503,
+            f"server busy: {settings.max_inflight_requests} requests in flight",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+    try:
+        yield
+    finally:
+        gate.leave()
+
+
+MODEL_ROUTE_CHECKS = [Depends(require_api_key), Depends(rate_limit), Depends(admission)]

@@ -149,4 +149,7 @@ class ModelList(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    detail: str
+    detail: str = Field(description="what is wrong, and where it helps, what to do")
+    request_id: str | None = Field(
+        None, description="the request's X-Request-ID (also a response header): quote it"
+    )

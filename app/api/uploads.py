@@ -17,7 +17,8 @@ from fastapi import Depends, HTTPException, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.deps import SelectedDetectorsDep, ServicesDep, SettingsDep
+from app.api.deps import SelectedDetectorsDep, ServicesDep, SettingsDep, detect_room
+from app.request_context import record_images
 from models.preprocessing import InvalidImageError, PreprocessConfig, load_rgb, model_views
 
 FIELDS = ("file", "files")
@@ -31,6 +32,7 @@ OPENAPI_BODY: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
+                    "anyOf": [{"required": ["file"]}, {"required": ["files"]}],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "one image"},
                         "files": {
@@ -109,6 +111,7 @@ async def read_uploads(request: Request, settings: SettingsDep) -> list[tuple[st
         for i, (_, upload) in enumerate(uploads):
             name = upload.filename or f"file{i}"
             out.append((name, await _read_limited(upload, name, settings.max_upload_bytes)))
+        record_images(len(out))
         return out
     finally:
         await form.close()
@@ -117,6 +120,7 @@ async def read_uploads(request: Request, settings: SettingsDep) -> list[tuple[st
 async def decoded_images(
     services: ServicesDep,  # first: no point reading an upload while the models are loading
     detectors: SelectedDetectorsDep,  # then: an unknown model name fails before the upload
+    room: Annotated[None, Depends(detect_room)],  # then: a full queue fails before the upload
     settings: SettingsDep,
     uploads: Annotated[list[tuple[str, bytes]], Depends(read_uploads)],
 ) -> list[DecodedImage]:
@@ -128,10 +132,10 @@ async def decoded_images(
     async def decode(name: str, data: bytes) -> DecodedImage:
         try:
             pixels = await loop.run_in_executor(
-                services.decode_pool, decode_for, data, configs, settings.max_pixels
+                services.image_pool, decode_for, data, configs, settings.max_pixels
             )
         except InvalidImageError as exc:
-            raise InvalidImageError(f"{name}: {exc}") from exc
+            raise type(exc)(f"{name}: {exc}") from exc  # same class: 415 stays 415
         return DecodedImage(name, pixels)
 
     return list(await asyncio.gather(*(decode(name, data) for name, data in uploads)))

@@ -5,10 +5,12 @@ way to read /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 import warnings
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from tests.conftest import shared_data_dir
 
 with warnings.catch_warnings():  # Starlette deprecates httpx for TestClient; we still use both
     warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient  # noqa: F401 (re-exported for the tests)
+    from fastapi.testclient import TestClient
 
 DETECTOR_SIZE = 32  # the real VGG16 + head, fed 32 px instead of 128: 16x fewer FLOPs on CPU
 NPR_SIZE = 32
@@ -187,16 +189,46 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+LOAD_TIMEOUT_S = 300
+
+
 @asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The app with its lifespan run, and an in-process async client on the same event loop."""
+    """The app with its lifespan run and its models loaded (they load in the background, as in
+    the server), and an in-process async client on the same event loop."""
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://test") as client,
     ):
+        await _until_ready(lambda: client.get("/readyz"))
         yield app, client
+
+
+async def _until_ready(readyz: Callable[[], Any], give_up_on_error: bool = True) -> None:
+    deadline = time.monotonic() + LOAD_TIMEOUT_S
+    while True:
+        response = await readyz()
+        if response.status_code == 200:
+            return
+        reason = response.json()["detail"]
+        if (give_up_on_error and "cannot load" in reason) or time.monotonic() > deadline:
+            pytest.fail(f"models did not load: {reason}")
+        await asyncio.sleep(0.05)
+
+
+@contextmanager
+def ready_client(app: FastAPI, **kwargs: Any) -> Iterator[TestClient]:
+    """A TestClient with the lifespan run and the models loaded."""
+    with TestClient(app, **kwargs) as client:
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while (response := client.get("/readyz")).status_code != 200:
+            reason = response.json()["detail"]
+            if "cannot load" in reason or time.monotonic() > deadline:
+                pytest.fail(f"models did not load: {reason}")
+            time.sleep(0.05)
+        yield client
 
 
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (80, 60), seed: int = 0) -> bytes:

@@ -30,6 +30,7 @@ from tests.app.conftest import (
     TestClient,
     image_bytes,
     metric_value,
+    ready_client,
 )
 
 KEY = "test-key"
@@ -46,7 +47,7 @@ def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
         max_files=3,
         max_generate_n=4,
     )
-    with TestClient(create_app(settings), headers=AUTH) as c:
+    with ready_client(create_app(settings), headers=AUTH) as c:
         yield c
 
 
@@ -74,16 +75,6 @@ def test_healthz_readyz_and_models(client: TestClient, checkpoints: Checkpoints)
     assert models[VGG_NAME]["device"] == "cpu" and models[VGG_NAME]["dtype"] == "fp32"
     assert models["generator"]["step"] == 2
     assert models["generator"]["kind"] == "generator" and models["generator"]["threshold"] is None
-
-
-def test_readyz_is_503_before_the_models_load(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings())
-    c = TestClient(app)  # not entered: the lifespan has not run
-    assert c.get("/healthz").status_code == 200
-    response = c.get("/readyz")
-    assert response.status_code == 503 and "not ready" in response.json()["detail"]
-    busy = c.post("/detect", files={"file": ("a.png", image_bytes(), "image/png")})
-    assert busy.status_code == 503 and "Retry-After" in busy.headers
 
 
 # --- /detect ---------------------------------------------------------------------------------
@@ -157,7 +148,13 @@ BAD_DETECT: dict[str, tuple[dict[str, object], int, str]] = {
         "must be a file",
     ),
     "empty file": ({"files": {"file": ("e.png", b"", "image/png")}}, 422, "empty file"),
-    "text": ({"files": {"file": ("t.png", b"just some text\n", "image/png")}}, 422, "not a"),
+    "text": (
+        {"files": {"file": ("t.png", b"just some text\n", "image/png")}},
+        415,
+        "not a supported image: send JPEG, PNG, WebP, BMP or TIFF",
+    ),
+    "gif": ({"files": {"file": ("a.gif", image_bytes("GIF"), "image/gif")}}, 415, "a.gif: not a"),
+    "ico": ({"files": {"file": ("a.png", image_bytes("ICO"), "image/png")}}, 415, "a.png: not a"),
     "truncated jpeg": (
         {"files": {"file": ("cut.jpg", image_bytes("JPEG", (300, 200))[:1500], "image/jpeg")}},
         422,
@@ -194,7 +191,10 @@ def test_detect_bad_input_is_a_4xx_naming_the_problem(client: TestClient, case: 
         kwargs = {"content": body, "headers": {**AUTH, **headers}}
     response = client.post("/detect", **kwargs)  # type: ignore[arg-type]
     assert response.status_code == status, response.text
-    assert needle in response.json()["detail"]
+    assert needle in str(response.json()["detail"])
+    # Every error names its request, in the body and the header, for the user's bug report.
+    assert response.json()["request_id"] == response.headers["X-Request-ID"]
+    assert len(response.headers["X-Request-ID"]) == 32
     ok = client.post("/detect", files={"file": ("ok.png", image_bytes(), "image/png")})
     assert ok.status_code == 200  # the server keeps answering
 
@@ -347,7 +347,7 @@ def test_metrics_parse_and_count_what_happened(client: TestClient) -> None:
         return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
     assert delta("dermafake_requests_total", endpoint="/detect", method="POST", status="200") == 2
-    assert delta("dermafake_requests_total", endpoint="/detect", method="POST", status="422") == 1
+    assert delta("dermafake_requests_total", endpoint="/detect", method="POST", status="415") == 1
     assert delta("dermafake_images_generated_total", format="jpeg") == 2
     assert delta("dermafake_batch_size_sum", model=VGG_NAME) == 3
     assert delta("dermafake_batch_size_sum", model=NPR_NAME) == 2  # not asked the second time

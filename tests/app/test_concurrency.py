@@ -68,7 +68,7 @@ async def test_32_concurrent_detects_are_batched_and_each_gets_its_own_answer(
             *(detect(i) for i in range(32)), asyncio.gather(*(bad(i) for i in range(4)))
         )
         metrics = (await client.get("/metrics")).text
-    assert [r.status_code for r in bad_responses] == [422] * 4
+    assert [r.status_code for r in bad_responses] == [415] * 4
     assert [r.status_code for r in responses] == [200] * 32
     for i, response in enumerate(responses):
         (verdict,) = response.json()["results"]
@@ -118,10 +118,10 @@ async def test_overload_is_503_with_retry_after_and_the_server_recovers(
         assert (await detect()).status_code == 200  # nothing stuck
 
         # A request that cannot get its result in time is a 504, and does not block the next.
-        app.state.services.generate_batcher.timeout_s = 1e-9
+        app.state.host.services.generate_batcher.timeout_s = 1e-9
         late = await client.get("/generate")
         assert late.status_code == 504 and "timed out" in late.json()["detail"]
-        app.state.services.generate_batcher.timeout_s = 30
+        app.state.host.services.generate_batcher.timeout_s = 30
         assert (await client.get("/generate")).status_code == 200
 
         # An endless upload is cut off at the limit, not read to the end.

@@ -4,11 +4,14 @@ the model cards."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -29,8 +32,9 @@ from tests.app.conftest import (
     VGG_NAME,
     Checkpoints,
     TestClient,
+    _until_ready,
     image_bytes,
-    running_app,
+    ready_client,
     write_npr,
 )
 
@@ -114,14 +118,49 @@ def test_duplicate_and_reserved_names_are_refused_naming_the_files(
 
 
 @pytest.mark.anyio
-async def test_no_detector_is_a_start_up_error_saying_what_to_run(
-    make_settings: Callable[..., Settings], tmp_path: Path
+async def test_without_artifacts_the_port_is_up_not_ready_saying_why_then_picks_them_up(
+    make_settings: Callable[..., Settings], checkpoints: Checkpoints, tmp_path: Path
 ) -> None:
-    settings = make_settings(artifacts_dir=tmp_path / "empty")
-    with pytest.raises(DetectorSetupError, match=r"python -m training\.pipeline") as error:
-        async with running_app(settings):
-            pass
-    assert str(tmp_path / "empty") in str(error.value)
+    """As when `api` starts beside `trainer`: no detector yet. The service answers, is alive,
+    is not ready and says what to run; when the trainer's files appear it loads them."""
+    artifacts = tmp_path / "artifacts"
+    settings = make_settings(
+        artifacts_dir=artifacts,
+        generator_path=artifacts / "gan" / "generator.safetensors",
+        load_retry_s=0.05,
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        for _ in range(200):
+            ready = await client.get("/readyz")
+            if "cannot load" in ready.json()["detail"]:
+                break
+            await asyncio.sleep(0.05)
+        assert ready.status_code == 503 and ready.headers["Retry-After"] == "1"
+        assert "python -m training.pipeline" in ready.json()["detail"]
+        assert str(artifacts) in ready.json()["detail"]
+        assert (await client.get("/healthz")).status_code == 200
+        upload = {"file": ("a.png", image_bytes(), "image/png")}
+        refused = await client.post("/detect", files=upload)
+        assert refused.status_code == 503 and "Retry-After" in refused.headers
+        assert "cannot load" in refused.json()["detail"]
+
+        # The trainer writes its files (atomically, as save_model does).
+        for source, target in (
+            (checkpoints.npr, artifacts / NPR_NAME / "detector.safetensors"),
+            (checkpoints.generator, artifacts / "gan" / "generator.safetensors"),
+        ):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target.with_suffix(".tmp"))
+            target.with_suffix(".tmp").replace(target)
+        await _until_ready(lambda: client.get("/readyz"), give_up_on_error=False)
+        answer = await client.post("/detect", files=upload)
+        assert answer.status_code == 200
+        assert [s["model"] for s in answer.json()["results"][0]["scores"]] == [NPR_NAME]
 
 
 def test_one_runner_class_serves_every_detector_kind(checkpoints: Checkpoints) -> None:
@@ -145,7 +184,7 @@ def test_one_runner_class_serves_every_detector_kind(checkpoints: Checkpoints) -
 
 @pytest.fixture(scope="module")
 def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings())) as c:
+    with ready_client(create_app(make_settings())) as c:
         yield c
 
 
@@ -267,7 +306,7 @@ def flip_client(
         for name, point in OPERATING_POINTS.items()
     ]
     settings = make_settings(detectors=[str(checkpoints.npr), *paths])  # no VGG16: fast
-    with TestClient(create_app(settings)) as c:
+    with ready_client(create_app(settings)) as c:
         yield c
 
 
@@ -348,7 +387,7 @@ def test_the_half_scale_view_is_scored_as_the_model_sees_it(flip_client: TestCli
 
 
 def checkpoints_path(client: TestClient, name: str) -> Path:
-    services = client.app.state.services  # type: ignore[attr-defined]
+    services = client.app.state.host.services  # type: ignore[attr-defined]
     return Path(services.detectors[name].path)
 
 

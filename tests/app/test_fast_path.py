@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch._dynamo
 
-from app.runners import DetectorRunner, GenerateItem, GeneratorRunner
+from app.runners import DetectorRunner, GeneratorRunner
 from app.settings import Settings
 from bench.agreement import score
-from models.preprocessing import load_uint8
+from models.preprocessing import load_uint8, to_pil
 from models.runtime import InferenceOptions, resolve_device, resolve_dtype
 from tests.app.conftest import Checkpoints
 from training.data import SplitConfig, load_splits
@@ -30,7 +30,7 @@ def test_images(ham_dir: Path, checkpoints: Checkpoints) -> list[torch.Tensor]:
     test = load_splits(ham_dir, SplitConfig())["detector_test"][:N_REAL]
     real = [load_uint8(record.path, pre) for record in test]
     generator = GeneratorRunner.from_checkpoint(checkpoints.generator, InferenceOptions(CPU))
-    fake = [load_uint8(png, pre) for png in generator([GenerateItem(s) for s in range(N_REAL)])]
+    fake = [load_uint8(to_pil(image), pre) for image in generator(list(range(N_REAL)))]
     return real + fake
 
 

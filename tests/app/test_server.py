@@ -78,7 +78,7 @@ def test_real_server_detects_a_clinic_photo_and_generates(
         image = client.get("/generate", params={"seed": 3}, headers={"Accept": "image/png"})
         assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
         bad = client.post("/detect", files={"file": ("x.jpg", b"\xff\xd8\xff", "image/jpeg")})
-        assert bad.status_code == 422
+        assert bad.status_code == 415
         assert client.get("/readyz").status_code == 200  # still serving after bad input
         metrics = client.get("/metrics").text
         assert 'dermafake_requests_total{endpoint="/detect",method="POST",status="200"} 1.0' in (

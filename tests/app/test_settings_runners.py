@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-import io
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from pydantic import ValidationError
 
 from app.main import create_app
-from app.runners import GenerateItem, GeneratorRunner
+from app.runners import GeneratorRunner
 from app.settings import Settings
-from models.checkpoint import CheckpointError
 from models.runtime import InferenceOptions, cpu_has_bf16, resolve_device, resolve_dtype
-from tests.app.conftest import Checkpoints, running_app
+from tests.app.conftest import Checkpoints
 
 
 def test_settings_read_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,37 +82,45 @@ def test_device_and_dtype_resolution() -> None:
 def test_importing_the_module_app_loads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DERMAFAKE_ARTIFACTS_DIR", "/nonexistent")
     module = importlib.reload(importlib.import_module("app.main"))
-    assert module.app.state.services is None
+    assert module.app.state.host.services is None
     assert module.app.state.settings.artifacts_dir == Path("/nonexistent")
 
 
 @pytest.mark.anyio
-async def test_startup_fails_clearly_on_a_missing_checkpoint(
+async def test_a_corrupt_checkpoint_keeps_the_service_unready_naming_the_file(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    settings = make_settings(detector_path=tmp_path / "missing.safetensors")
-    with pytest.raises(CheckpointError, match=r"missing\.safetensors"):
-        async with running_app(settings):
-            pass
-    assert create_app(settings).state.services is None
+    bad = tmp_path / "bad" / "detector.safetensors"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a checkpoint")
+    settings = make_settings(detectors=[str(bad)], load_retry_s=0.05)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        host = app.state.host
+        for _ in range(200):
+            if "cannot load" in host.status.reason:
+                break
+            await asyncio.sleep(0.05)
+        assert not host.status.ready and str(bad) in host.status.reason
+        assert host.services is None
 
 
-def _pixels(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+def _pixels(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).numpy().astype(np.int16)
 
 
 def test_generator_images_do_not_depend_on_their_batch(checkpoints: Checkpoints) -> None:
     options = InferenceOptions(torch.device("cpu"), channels_last=True)
     runner = GeneratorRunner.from_checkpoint(checkpoints.generator, options)
-    batch = runner([GenerateItem(seed=s) for s in (11, 12, 13)])
-    alone = runner([GenerateItem(seed=12)])
+    batch = runner([11, 12, 13])
+    alone = runner([12])
     assert np.abs(_pixels(batch[1]) - _pixels(alone[0])).max() <= 1
     assert not np.array_equal(_pixels(batch[0]), _pixels(batch[1]))
 
 
 def test_bf16_weights_stay_close_to_fp32(checkpoints: Checkpoints) -> None:
     """The precision knob changes the arithmetic, not the picture (small generator: cheap)."""
-    items = [GenerateItem(seed=5)]
+    items = [5]
     device = torch.device("cpu")
     fp32 = GeneratorRunner.from_checkpoint(checkpoints.generator, InferenceOptions(device))
     bf16 = GeneratorRunner.from_checkpoint(

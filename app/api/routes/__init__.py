@@ -1,14 +1,16 @@
-"""All routers; model routes sit behind the optional API key, probes and metrics do not."""
+"""All routers. Model routes pass the API key, the rate limit and the admission gate first (in
+that order, before any body is read: app/api/deps.py); probes and metrics pass none of them."""
 
 from fastapi import APIRouter, Depends
 
-from app.api.deps import require_api_key
+from app.api.deps import MODEL_ROUTE_CHECKS, rate_limit, require_api_key
 from app.api.routes import detect, generate, health, metrics, models
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(metrics.router)
-protected = [Depends(require_api_key)]
-api_router.include_router(detect.router, dependencies=protected)
-api_router.include_router(generate.router, dependencies=protected)
-api_router.include_router(models.router, dependencies=protected)
+api_router.include_router(detect.router, dependencies=MODEL_ROUTE_CHECKS)
+api_router.include_router(generate.router, dependencies=MODEL_ROUTE_CHECKS)
+api_router.include_router(
+    models.router, dependencies=[Depends(require_api_key), Depends(rate_limit)]
+)

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app.api.deps import MetricsDep, SelectedDetectorsDep, ServicesDep
+from app.api.disconnect import unless_disconnected
 from app.api.schemas import DetectResponse, ErrorBody, ModelScore, Verdict
 from app.api.uploads import OPENAPI_BODY, DecodedImagesDep
 from models.operating_point import overall_verdict
 
 router = APIRouter(tags=["detect"])
-ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 413, 415, 422, 503, 504)}
+ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 413, 415, 422, 429, 503, 504)}
 
 
 @router.post("/detect", response_model=DetectResponse, responses=ERRORS, openapi_extra=OPENAPI_BODY)
 async def detect(
+    request: Request,
     images: DecodedImagesDep,
     detectors: SelectedDetectorsDep,
     services: ServicesDep,
     metrics: MetricsDep,
 ) -> DetectResponse:
     """Multipart ``file`` (one image) or ``files`` (several); JPEG, PNG, WebP, BMP or TIFF,
-    recognised by content. Every detector asked (``?model=``; all by default) scores each image
-    at its own operating point; ``label`` combines their verdicts: synthetic when any model
-    says synthetic, real only when every model says real, else inconclusive. Top-level
-    ``probability_synthetic``, ``threshold`` and ``model_version`` are the first model's. An
-    unknown model name is a 404 that lists the served ones."""
-    probabilities = await services.detect(detectors, [im.pixels for im in images])
+    recognised by content (anything else is a 415). Every detector asked (``?model=``; all by
+    default) scores each image at its own operating point; ``label`` combines their verdicts
+    (models.operating_point.overall_verdict). Top-level ``probability_synthetic``,
+    ``threshold`` and ``model_version`` are the first model's. An unknown model name is a 404
+    that lists the served ones."""
+    probabilities = await unless_disconnected(
+        request, services.detect(detectors, [im.pixels for im in images])
+    )
     results = []
     for i, image in enumerate(images):
         scores = []

@@ -6,16 +6,17 @@ import base64
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.api.deps import MetricsDep, ServicesDep, SettingsDep
+from app.api.disconnect import unless_disconnected
 from app.api.schemas import MAX_SEED, ErrorBody, GeneratedImage, GenerateParams, GenerateResponse
-from app.runners import GenerateItem
+from app.request_context import record_images
 
 router = APIRouter(tags=["generate"])
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
-ERRORS = {code: {"model": ErrorBody} for code in (401, 503, 504)}
+ERRORS = {code: {"model": ErrorBody} for code in (401, 429, 503, 504)}
 RAW_IMAGE = {200: {"content": {"image/png": {}, "image/jpeg": {}}}}
 
 
@@ -32,7 +33,14 @@ def _raw_format(accept: str) -> str | None:
     return None
 
 
+def seeds_for(seed: int, n: int) -> list[int]:
+    """Image i's seed: ``seed + i``, wrapping past MAX_SEED to 0, so every seed returned can be
+    asked for again (and gives the same image)."""
+    return [(seed + i) % (MAX_SEED + 1) for i in range(n)]
+
+
 async def _generate(
+    request: Request,
     params: GenerateParams,
     loc: str,
     accept: str | None,
@@ -56,8 +64,9 @@ async def _generate(
     raw = _raw_format(accept or "") if params.n == 1 else None
     fmt = raw or params.format
     seed = secrets.randbelow(MAX_SEED + 1) if params.seed is None else params.seed
-    seeds = [seed + i for i in range(params.n)]
-    files = await services.generate_batcher.submit_many([GenerateItem(s, fmt) for s in seeds])
+    seeds = seeds_for(seed, params.n)
+    record_images(params.n)
+    files = await unless_disconnected(request, services.generate(seeds, fmt))
     metrics.images_generated.labels(fmt).inc(len(files))
     version = services.generator.version
     if raw is not None:
@@ -72,19 +81,22 @@ async def _generate(
 
 @router.post("/generate", response_model=GenerateResponse, responses={**ERRORS, **RAW_IMAGE})
 async def generate_post(
+    request: Request,
     params: GenerateParams,
     services: ServicesDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> GenerateResponse | Response:
-    """JSON body ``{"n", "seed", "format"}``. Image ``i`` uses seed ``seed + i``. With ``n=1``
+    """JSON body ``{"n", "seed", "format"}``. Image ``i`` uses seed ``seed + i`` (wrapping to 0
+    past 4294967295, so every returned seed can be asked for again). With ``n=1``
     and ``Accept: image/png`` (or ``image/jpeg``) the answer is the image file itself."""
-    return await _generate(params, "body", accept, services, settings, metrics)
+    return await _generate(request, params, "body", accept, services, settings, metrics)
 
 
 @router.get("/generate", response_model=GenerateResponse, responses={**ERRORS, **RAW_IMAGE})
 async def generate_get(
+    request: Request,
     params: Annotated[GenerateParams, Query()],
     services: ServicesDep,
     settings: SettingsDep,
@@ -92,4 +104,4 @@ async def generate_get(
     accept: Annotated[str | None, Header()] = None,
 ) -> GenerateResponse | Response:
     """Query ``?n=&seed=&format=``; same behaviour as POST."""
-    return await _generate(params, "query", accept, services, settings, metrics)
+    return await _generate(request, params, "query", accept, services, settings, metrics)

@@ -1,0 +1,136 @@
+"""The models' life cycle behind the open port: load in the background, say why not ready, drain.
+
+The port opens before any model loads, so an orchestrator sees a process that answers
+(``/healthz`` 200) and is not ready yet (``/readyz`` 503 with the reason: loading and compiling,
+or waiting for artifacts that a trainer has not written yet). A load that fails is retried when
+the files it read change (a trainer finishing, an operator copying a checkpoint in), checked every
+``load_retry_s``, so ``api`` started beside ``trainer`` picks the models up instead of crash
+looping. On SIGTERM :meth:`ModelHost.drain` refuses new work at once (503 + Retry-After) while the
+server lets requests in flight finish; :meth:`stop` then frees the models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.metrics import Metrics
+from app.services import Services
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def artifact_fingerprint(settings: Settings) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime) of every file a load reads: a change means a retry may succeed."""
+    candidates = [settings.generator_checkpoint, settings.artifacts_dir]
+    if settings.detector_path is not None:
+        candidates.append(settings.detector_path)
+    for name in settings.detectors or []:
+        candidates.append(Path(name))
+    if settings.artifacts_dir.is_dir():
+        candidates += sorted(settings.artifacts_dir.glob("*/*.safetensors"))
+        candidates.append(settings.artifacts_dir / "evaluation" / "report.json")
+    out = []
+    for path in candidates:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+@dataclass
+class Status:
+    ready: bool
+    reason: str  # why not ready; "ready" when it is
+
+
+class ModelHost:
+    """Owns :class:`Services` once loaded; routes ask it for them, probes ask it how it is."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.services: Services | None = None
+        self.draining = False
+        self._reason = "loading models"
+        self._task: asyncio.Task[None] | None = None
+        self._loaded = asyncio.Event()
+
+    @property
+    def status(self) -> Status:
+        if self.draining:
+            return Status(False, "shutting down: not taking new requests")
+        services = self.services
+        if services is None or not services.ready:
+            return Status(False, self._reason)
+        stopped = [b.name for b in services.batchers if not b.running]
+        if stopped:
+            return Status(False, f"batcher stopped: {', '.join(stopped)}")
+        return Status(True, "ready")
+
+    def hung(self) -> list[str]:
+        """Models whose forward pass has run past ``liveness_timeout_s``."""
+        if self.services is None:
+            return []
+        limit = self.settings.liveness_timeout_s
+        return [b.name for b in self.services.batchers if b.busy_for_s > limit]
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._load(), name="model-loader")
+
+    async def wait_loaded(self, timeout_s: float | None = None) -> Services:
+        """The services once loaded (tests and tools; the server itself never waits)."""
+        async with asyncio.timeout(timeout_s):
+            await self._loaded.wait()
+        assert self.services is not None
+        return self.services
+
+    def drain(self) -> None:
+        """Stop admitting: model routes answer 503 from now on and /readyz turns 503."""
+        if not self.draining:
+            logger.info("draining: refusing new requests, finishing those in flight")
+        self.draining = True
+
+    async def stop(self) -> None:
+        self.draining = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.services is not None:
+            await self.services.stop()
+
+    async def _load(self) -> None:
+        settings = self.settings
+        last_error = None
+        while True:
+            seen = artifact_fingerprint(settings)
+            self._reason = "loading models"
+            try:
+                self.services = await Services.start(settings, self.metrics, self._progress)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+                self._reason = f"cannot load the models: {message}"
+                if message != last_error:  # once per distinct problem, not every retry
+                    logger.error(
+                        "%s; retrying when the artifacts change (checked every %g s)",
+                        self._reason,
+                        settings.load_retry_s,
+                    )
+                    last_error = message
+                while artifact_fingerprint(settings) == seen:
+                    await asyncio.sleep(settings.load_retry_s)
+                continue
+            self._loaded.set()
+            return
+
+    def _progress(self, step: str) -> None:
+        self._reason = step

@@ -1,0 +1,291 @@
+"""What operators rely on, in one app with real checkpoints: admission before any work, rate
+limits, request ids, clients that leave, liveness, seeds, a path prefix and the schema."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from app.api.schemas import MAX_SEED
+from app.main import create_app
+from app.ratelimit import RateLimiter
+from app.settings import Settings
+from tests.app.conftest import (
+    NPR_NAME,
+    Checkpoints,
+    image_bytes,
+    metric_value,
+    ready_client,
+    running_app,
+)
+
+pytestmark = pytest.mark.anyio
+UPLOAD = {"file": ("a.png", image_bytes(seed=5), "image/png")}
+
+
+@pytest.fixture
+def npr_only(make_settings: Callable[..., Settings], checkpoints: Checkpoints) -> Callable:
+    """Settings serving the small NPR detector alone (fast), with overrides."""
+
+    def make(**overrides: Any) -> Settings:
+        return make_settings(detectors=[str(checkpoints.npr)], **overrides)
+
+    return make
+
+
+@contextmanager
+def gated(batcher: Any) -> Iterator[threading.Event]:
+    """Hold a model's forward passes until the event is set; the real model still runs them.
+    (A test harness gate on the batch function, so a queue can be filled deterministically.)"""
+    gate = threading.Event()
+    run = batcher.fn
+
+    def held(items: list) -> list:
+        gate.wait(timeout=30)
+        return run(items)
+
+    batcher.fn = held
+    try:
+        yield gate
+    finally:
+        gate.set()
+        batcher.fn = run
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+# --- admission before work --------------------------------------------------------------------
+
+
+async def test_a_full_queue_refuses_before_the_upload_is_decoded(npr_only: Callable) -> None:
+    """With the queue full, even a non-image upload gets the 503: nothing was decoded (a decode
+    would have made it a 415)."""
+    settings = npr_only(max_queue_size=2, max_batch_size=1, max_files=2, max_generate_n=2)
+    async with running_app(settings) as (app, client):
+        batcher = app.state.host.services.detect_batchers[NPR_NAME]
+        with gated(batcher) as gate:
+            running = asyncio.ensure_future(client.post("/detect", files=UPLOAD))
+            await _until(lambda: batcher.busy_for_s > 0)
+            files = [("files", (f"{i}.png", image_bytes(seed=i), "image/png")) for i in (1, 2)]
+            queued = asyncio.ensure_future(client.post("/detect", files=files))
+            await _until(lambda: batcher.queue_depth == 2)
+            text = {"file": ("t.png", b"not an image at all", "image/png")}
+            refused = await client.post("/detect", files=text)
+            gate.set()
+            assert (await running).status_code == 200 and (await queued).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "1" and "queue is full" in refused.json()["detail"]
+    assert metric_value(metrics, "dermafake_rejections_total", model=NPR_NAME, reason="overloaded")
+
+
+async def test_requests_past_the_in_flight_limit_get_503_at_once(npr_only: Callable) -> None:
+    settings = npr_only(max_inflight_requests=1)
+    async with running_app(settings) as (app, client):
+        batcher = app.state.host.services.detect_batchers[NPR_NAME]
+        with gated(batcher) as gate:
+            first = asyncio.ensure_future(client.post("/detect", files=UPLOAD))
+            await _until(lambda: batcher.busy_for_s > 0)
+            busy = await client.post("/detect", files=UPLOAD)
+            also_busy = await client.get("/generate")
+            probe = await client.get("/readyz")  # probes are never gated
+            gate.set()
+            assert (await first).status_code == 200
+        after = await client.post("/detect", files=UPLOAD)
+        metrics = (await client.get("/metrics")).text
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert "1 requests in flight" in busy.json()["detail"]
+    assert also_busy.status_code == 503 and probe.status_code == 200
+    assert after.status_code == 200  # the slot was given back
+    assert metric_value(metrics, "dermafake_admission_rejected_total") == 2
+    assert metric_value(metrics, "dermafake_inflight_requests") == 0
+
+
+# --- rate limits -------------------------------------------------------------------------------
+
+
+def test_rate_limit_is_a_token_bucket_per_client() -> None:
+    now = [0.0]
+    limiter = RateLimiter(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [limiter.acquire("a") for _ in range(3)] == [0, 0, 0]  # the burst
+    assert limiter.acquire("a") == pytest.approx(0.5)  # one token per 0.5 s
+    assert limiter.acquire("b") == 0  # another client has its own bucket
+    now[0] = 0.5
+    assert limiter.acquire("a") == 0 and limiter.acquire("a") > 0
+    small = RateLimiter(rate=1.0, burst=1, max_clients=2, clock=lambda: now[0])
+    for client in ("x", "y", "z"):
+        small.acquire(client)
+    assert set(small._buckets) == {"y", "z"}  # bounded memory: the oldest is forgotten
+
+
+def test_rate_limit_answers_429_with_retry_after_and_counts_it(npr_only: Callable) -> None:
+    settings = npr_only(rate_limit_per_s=0.2, rate_limit_burst=2, api_key="k1")
+    with ready_client(create_app(settings), headers={"Authorization": "Bearer k1"}) as client:
+        statuses = [client.get("/v1/models").status_code for _ in range(3)]
+        limited = client.post("/detect", files=UPLOAD)
+        probes = [client.get(p).status_code for p in ("/healthz", "/readyz", "/metrics")]
+        metrics = client.get("/metrics").text
+    assert statuses == [200, 200, 429]
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 4
+    assert "rate limit exceeded" in limited.json()["detail"]
+    assert probes == [200, 200, 200]  # probes and metrics are not rate limited
+    assert metric_value(metrics, "dermafake_rate_limited_total", endpoint="/detect") == 1
+
+
+# --- request ids and logs ---------------------------------------------------------------------
+
+
+async def test_request_ids_are_echoed_or_made_and_each_request_logs_one_line(
+    npr_only: Callable, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dermafake.request")
+    async with running_app(npr_only()) as (_, client):
+        mine = await client.post("/detect", files=UPLOAD, headers={"X-Request-ID": "abc-123"})
+        made = await client.get("/generate", params={"n": 2, "seed": 1})
+        hostile = await client.get("/healthz", headers={"X-Request-ID": "a b\x01" * 60})
+    assert mine.headers["X-Request-ID"] == "abc-123"
+    assert len(made.headers["X-Request-ID"]) == 32
+    assert hostile.headers["X-Request-ID"] != "a b\x01" * 60  # not echoed into logs: replaced
+    lines = {r.fields["request_id"]: r.fields for r in caplog.records if hasattr(r, "fields")}
+    detect = lines["abc-123"]
+    assert detect["route"] == "/detect" and detect["status"] == 200 and detect["images"] == 1
+    assert detect["models"] == {NPR_NAME: mine.json()["results"][0]["scores"][0]["model_version"]}
+    assert detect["inference_s"] > 0 and detect["queue_wait_s"] >= 0
+    generate = lines[made.headers["X-Request-ID"]]
+    assert generate["images"] == 2 and list(generate["models"]) == ["generator"]
+
+
+# --- clients that leave ----------------------------------------------------------------------
+
+
+def _multipart(data: bytes) -> tuple[bytes, bytes]:
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + data + b"\r\n--b--\r\n"
+    )
+    return body, b"multipart/form-data; boundary=b"
+
+
+async def test_a_client_that_disconnects_is_not_served(npr_only: Callable) -> None:
+    """Its image leaves the queue before its batch forms: the model never runs it."""
+    async with running_app(npr_only(max_batch_size=1)) as (app, client):
+        batcher = app.state.host.services.detect_batchers[NPR_NAME]
+        with gated(batcher) as gate:
+            first = asyncio.ensure_future(client.post("/detect", files=UPLOAD))
+            await _until(lambda: batcher.busy_for_s > 0)
+            body, content_type = _multipart(image_bytes(seed=9))
+            gone = asyncio.Event()
+            sent: list[dict] = []
+            messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+            async def receive() -> dict:
+                message = next(messages, None)
+                if message is not None:
+                    return message
+                await gone.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/detect",
+                "raw_path": b"/detect",
+                "root_path": "",
+                "query_string": b"",
+                "headers": [(b"content-type", content_type), (b"host", b"test")],
+                "client": ("127.0.0.1", 5000),
+                "server": ("test", 80),
+            }
+            leaving = asyncio.ensure_future(app(scope, receive, send))
+            await _until(lambda: batcher.queue_depth == 1)
+            gone.set()  # the client hangs up while its image waits
+            await asyncio.wait_for(leaving, 10)
+            gate.set()
+            assert (await first).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    assert metric_value(metrics, "dermafake_batch_size_sum", model=NPR_NAME) == 1  # first only
+    assert metric_value(metrics, "dermafake_client_disconnects_total", endpoint="/detect") == 1
+    assert sent[0]["status"] == 499
+
+
+# --- liveness ----------------------------------------------------------------------------------
+
+
+async def test_liveness_fails_while_a_forward_pass_hangs(npr_only: Callable) -> None:
+    async with running_app(npr_only(liveness_timeout_s=0.2)) as (app, client):
+        assert (await client.get("/healthz")).status_code == 200
+        batcher = app.state.host.services.detect_batchers[NPR_NAME]
+        with gated(batcher) as gate:
+            stuck = asyncio.ensure_future(client.post("/detect", files=UPLOAD))
+            await _until(lambda: batcher.busy_for_s > 0.3)
+            hung = await client.get("/healthz")
+            gate.set()
+            assert (await stuck).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200
+    assert hung.status_code == 503 and NPR_NAME in hung.json()["detail"]
+
+
+# --- seeds, prefix, schema --------------------------------------------------------------------
+
+
+def test_every_returned_seed_can_be_asked_for_again(npr_only: Callable) -> None:
+    with ready_client(create_app(npr_only())) as client:
+        images = client.get("/generate", params={"n": 3, "seed": MAX_SEED - 1}).json()["images"]
+        assert [i["seed"] for i in images] == [MAX_SEED - 1, MAX_SEED, 0]  # wraps, never above
+        for image in images:
+            again = client.get("/generate", params={"seed": image["seed"]})
+            assert again.status_code == 200
+            assert again.json()["images"][0]["data"] == image["data"]
+    assert base64.b64decode(images[2]["data"])[:4] == b"\x89PNG"
+
+
+def test_upload_limit_holds_behind_a_path_prefix(npr_only: Callable) -> None:
+    """Behind a proxy serving the app at /dermafake, /detect keeps its upload limit instead of
+    the 64 KiB default for other bodies."""
+    settings = npr_only(root_path="/dermafake", max_body_bytes=1024)
+    big = image_bytes("PNG", (200, 150), seed=3)
+    assert len(big) > 1024
+    with ready_client(create_app(settings), root_path="/dermafake") as client:
+        # As uvicorn --root-path passes it on: path /dermafake/detect, root_path /dermafake.
+        response = client.post("/dermafake/detect", files={"file": ("big.png", big, "image/png")})
+        assert response.status_code == 200, response.text
+        small_limit = client.post("/dermafake/generate", content=b"{" + b" " * 2000 + b"}")
+        assert small_limit.status_code == 413  # other routes keep the small default
+
+
+def test_schema_declares_auth_only_when_a_key_is_set(npr_only: Callable) -> None:
+    def schema(settings: Settings) -> dict:
+        return json.loads(json.dumps(create_app(settings).openapi()))
+
+    open_schema = schema(npr_only())
+    keyed = schema(npr_only(api_key="k"))
+    for path, method in (("/detect", "post"), ("/generate", "get"), ("/v1/models", "get")):
+        assert "security" not in open_schema["paths"][path][method]
+        assert keyed["paths"][path][method]["security"] == [{"bearer": []}]
+    assert "security" not in keyed["paths"]["/healthz"]["get"]
+    assert "securitySchemes" not in open_schema.get("components", {})
+    body = open_schema["paths"]["/detect"]["post"]["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["anyOf"] == [
+        {"required": ["file"]},
+        {"required": ["files"]},
+    ]
+    n = next(p for p in open_schema["paths"]["/generate"]["get"]["parameters"] if p["name"] == "n")
+    assert n["schema"]["maximum"] == 16  # the server's max_generate_n
