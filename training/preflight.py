@@ -170,8 +170,12 @@ def check_weights(req: Request, report: Report) -> None:
         if not path.is_file():
             missing.setdefault(path, []).append(stage)
     for path, stages in missing.items():
-        who = "the " + " and ".join(stages) + " stage" + "s" * (len(stages) > 1)
-        message = f"{who} start from ImageNet VGG16 weights, which are not at {path}"
+        who = (
+            "the "
+            + " and ".join(stages)
+            + (" stages start" if len(stages) > 1 else " stage starts")
+        )
+        message = f"{who} from ImageNet VGG16 weights, which are not at {path}"
         place = f"mkdir -p {path.parent} && curl -L -o {path} {req.weights_url}"
         if not req.download:
             report.problems.append(
