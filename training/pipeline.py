@@ -230,7 +230,7 @@ def rehearsal(prof: Profile) -> Profile:
             "dcgan_size": 32,
             "dcgan_steps": 2,
             "dcgan_seconds": 0.0,
-            "per_source": 12,
+            "per_source": 24,  # the DCGAN held out needs validation images
             "limit_images": 16,
         },
         detector={**prof.detector, **small, "epochs": 1, "steps": 2},
