@@ -1,12 +1,20 @@
 # dermafake API and trainer image. GPU hosts use the CUDA runtime base (the default); hosts that
 # cannot pull it pass a local Debian/Ubuntu image with Python 3.11+ as BASE_IMAGE.
 # Weights are mounted at /artifacts at run time, never baked in.
+# podman: build with `--format docker`, or the OCI format drops HEALTHCHECK (and SHELL).
+# CPU-only hosts: --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu installs
+# torch's CPU wheels (a few hundred MB) instead of the CUDA ones (most of the ~6.7 GB image).
 ARG BASE_IMAGE=nvidia/cuda:13.0.1-runtime-ubuntu24.04
 
 FROM ${BASE_IMAGE} AS build
+# Marks the build stage's image so that scripts can remove it after the build
+# (`podman image prune -f --filter label=dermafake.stage=build`): it holds a second copy of the
+# environment (~6 GB with CUDA torch).
+LABEL dermafake.stage=build
 # Optional local package sources (a wheel folder, a file:// index) so torch is not downloaded again.
 ARG PIP_FIND_LINKS=""
 ARG PIP_EXTRA_INDEX_URL=""
+ARG TORCH_INDEX_URL=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
@@ -20,12 +28,17 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY training ./training
 COPY app ./app
-RUN /opt/venv/bin/pip install . \
+# hadolint ignore=DL3013
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        /opt/venv/bin/pip install --index-url "$TORCH_INDEX_URL" torch torchvision; \
+    fi \
+    && /opt/venv/bin/pip install . \
     && /opt/venv/bin/python -c "import app.main, training.pipeline, torch, torchvision"
 
 FROM ${BASE_IMAGE} AS runtime
 ENV DEBIAN_FRONTEND=noninteractive
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# /data is owned by the service user so that the trainer's --download can fill a fresh volume.
 # torch.compile (DERMAFAKE_COMPILE, on by default) builds kernels at start-up: inductor needs a
 # C++ compiler and the Python headers on CPU, Triton a C compiler on CUDA. Without them the
 # service falls back to eager, slower, and logs why.
@@ -35,7 +48,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --create-home --shell /usr/sbin/nologin dermafake \
     && mkdir -p /artifacts /data \
-    && chown dermafake:dermafake /artifacts
+    && chown dermafake:dermafake /artifacts /data
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -21,11 +21,15 @@ done
 if [ "${SKIP_BUILD:-0}" = 1 ] && podman image exists dermafake:latest; then
   echo "== using the existing dermafake:latest (SKIP_BUILD=1)"
 else
-  podman build "${mounts[@]}" --build-arg BASE_IMAGE="$base" \
+  # --format docker: podman's default OCI format drops HEALTHCHECK (and SHELL).
+  podman build --format docker "${mounts[@]}" --build-arg BASE_IMAGE="$base" \
     --build-arg PIP_FIND_LINKS=/opt/wheels \
     --build-arg PIP_EXTRA_INDEX_URL="file:///opt/pypi/simple file:///opt/pypi-more/simple" \
     -t dermafake:latest .
+  # the build stage's image (a second ~6 GB copy of the environment) is not needed any more
+  podman image prune -f --filter label=dermafake.stage=build >/dev/null || true
 fi
+echo "== healthcheck: $(podman image inspect dermafake:latest --format '{{.Config.Healthcheck}}')"
 
 echo "== image user: $(podman image inspect dermafake:latest --format '{{.Config.User}}')"
 podman rm -f dermafake-smoke >/dev/null 2>&1 || true

@@ -95,3 +95,19 @@ def test_grafana_dashboard_queries_only_exposed_metrics() -> None:
     assert len(exprs) >= 8
     used = {m for e in exprs for m in re.findall(r"\bdermafake_[a-z_]+", e)}
     assert used and used <= exposed, used - exposed
+
+
+def test_trainers_download_say_one_gpu_and_podman_keeps_the_healthcheck() -> None:
+    gpu = _compose_config("docker-compose.yml")
+    trainer = gpu["services"]["trainer"]
+    assert "--download" in trainer["command"]
+    assert trainer["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 1
+    data = next(v for v in trainer["volumes"] if v["target"] == "/data")
+    assert data["type"] == "volume" and data["source"] == "data" and not data.get("read_only")
+    job = (REPO / "deploy/k8s/trainer-job.yaml").read_text()
+    assert "nvidia.com/gpu: 1" in job and "ONE GPU" in job and "--download" in job
+    assert "several GPUs train with torchrun" not in job  # the old, untrue claim
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG TORCH_INDEX_URL" in dockerfile and "LABEL dermafake.stage=build" in dockerfile
+    assert "chown dermafake:dermafake /artifacts /data" in dockerfile
+    assert "podman build --format docker" in (REPO / "deploy/container-smoke.sh").read_text()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import sys
 import urllib.request
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torchvision.models import VGG16_Weights
 from tqdm import tqdm
 
 from training.data import DatasetError, load_index
@@ -47,6 +50,7 @@ WANTED = {
     "HAM10000_metadata": "metadata",
 }
 CHUNK = 1 << 20
+VGG16_URL = VGG16_Weights.IMAGENET1K_V1.url  # .../vgg16-397923af.pth, 528 MB
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,30 @@ def unpack(zip_path: Path, folder: Path) -> int:
                 shutil.copyfileobj(src, dst)
             n += 1
     return n
+
+
+def hub_weights_path(url: str = VGG16_URL) -> Path:
+    """Where torchvision keeps the file of ``url``: ``$TORCH_HOME/hub/checkpoints/<name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def fetch_weights(url: str = VGG16_URL, dest: Path | None = None, quiet: bool = False) -> Path:
+    """Download a torchvision weights file into the hub cache, checked against the SHA-256
+    prefix in its name (``vgg16-397923af.pth``) as torchvision checks it."""
+    dest = dest or hub_weights_path(url)
+    if dest.is_file():
+        return dest
+    match = re.search(r"-([a-f0-9]{6,})\.", Path(url).name)
+    if match is None:
+        raise DatasetError(f"{url}: no hash in the file name (NAME-<sha256 prefix>.pth) to check")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(
+            url, str(dest), hash_prefix=match.group(1), progress=not quiet
+        )
+    except (OSError, RuntimeError) as exc:  # network errors, or "invalid hash value"
+        raise DatasetError(f"could not fetch {url}: {exc}") from exc
+    return dest
 
 
 def check(root: Path) -> int:

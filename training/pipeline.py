@@ -10,6 +10,14 @@ detector on the SNGAN + zoo sources, the DCGAN held out for model selection) -> 
 the transfer?) -> ``evaluate`` (every detector side by side: held-out test, every source,
 foreign generators, other real photos, resampling control, robustness) -> ``summary.md``.
 
+Before the first stage, a preflight (``training.preflight``) checks what the stages that will
+run need: the data folder, ImageNet weights for the VGG16 stages, a writable output folder, the
+device the profile is sized for, disk space. It stops within seconds with one message per
+problem and the command that fixes it (``--check`` runs only the preflight). ``--download``
+fetches what is missing and public first: HAM10000 from Harvard Dataverse into ``--data`` and
+torchvision's ImageNet VGG16 weights into the torch hub cache. Each stage prints its expected
+duration on this machine before it starts (``training.estimate``).
+
 Each stage records a fingerprint of its own config and of the stages it depends on in
 ``<stage>/stage.json``. A stage whose outputs exist with the same fingerprint is skipped; a
 changed config reruns it and everything downstream. Profiles:
@@ -17,6 +25,7 @@ changed config reruns it and everything downstream. Profiles:
 - ``quick``: sized for a 2-core CPU (64 px GAN, time-capped stages, 64 px detector inputs).
 - ``paper``: 128 px SNGAN with the published recipe, 10,000 synthetic images, the paper's 128 px
   VGG16 with ImageNet weights, a larger zoo and DCGAN, the NPR detector at 128 px; for one GPU.
+- ``paper-rehearsal``: the paper profile with its sizes shrunk, for a CPU (``make rehearse``).
 - ``smoke``: a few steps per stage on a handful of images, for tests.
 """
 
@@ -27,18 +36,27 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from training import evaluate, fakes, synthesize, train_detector, train_gan
+from PIL import Image
+
+from models.detector import IMAGENET_FILENAME, imagenet_cache_path
+from training import download, estimate, evaluate, fakes, synthesize, train_detector, train_gan
+from training import preflight as preflight_
 from training.augment import AugmentConfig
 from training.common import jsonable, write_json
+from training.data import DatasetError, load_index
 from training.detector_data import add_named_dirs, unique_named
+from training.download import SERVER as DATAVERSE
+from training.download import VGG16_URL
 
 STAGES = ("gan", "synthetic", "fakes", "detector", "general", "ablation", "evaluate")
+GPU_PROFILES = ("paper",)  # sized for a GPU: auto on a CPU-only host is a preflight problem
 SERVED = ("detector", "general")  # folders whose detector.safetensors the service loads
 GENERAL_AUGMENT = AugmentConfig(
     blur_prob=0.1, blur_sigma_max=1.0, jpeg_prob=1.0, jpeg_quality_min=60, jpeg_quality_max=100
@@ -185,6 +203,45 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def rehearsal(prof: Profile) -> Profile:
+    """A profile's code path with its sizes shrunk (steps, images, batch, widths, image sizes)
+    so that a CPU runs it in about a minute: every stage, the published recipe's settings
+    (n_dis, learning rates, per-epoch validation, the whole zoo) and the ImageNet-weights branch
+    stay as they are."""
+    small = dict(image_size=32, batch_size=4, limit_images=12, val_limit=6)
+    return Profile(
+        gan={
+            **prof.gan,
+            "image_size": 32,
+            "g_channels": 8,
+            "d_channels": 8,
+            "batch_size": 4,
+            "steps": 2,
+            "sample_every": 2,
+            "num_samples": 4,
+            "limit_images": 16,
+        },
+        synthetic={**prof.synthetic, "n": 24, "batch_size": 8},
+        fakes={
+            **prof.fakes,
+            "zoo_width": 8,
+            "zoo_steps": 2,
+            "zoo_seconds": 0.0,
+            "dcgan_size": 32,
+            "dcgan_steps": 2,
+            "dcgan_seconds": 0.0,
+            "per_source": 24,  # the DCGAN held out needs validation images
+            "limit_images": 16,
+        },
+        detector={**prof.detector, **small, "epochs": 1, "steps": 2},
+        general={**prof.general, **small, "epochs": 1, "steps": 2, "warmup_steps": 1},
+        evaluate={**prof.evaluate, "limit": 6},
+    )
+
+
+PROFILES["paper-rehearsal"] = rehearsal(PROFILES["paper"])
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     data: Path
@@ -198,6 +255,10 @@ class PipelineConfig:
     threads: int = 0
     force: tuple[str, ...] = ()
     quiet: bool = False
+    download: bool = False
+    data_source: str = DATAVERSE
+    weights_url: str = VGG16_URL
+    check_only: bool = False
 
 
 def _fingerprint(config: Any, upstream: str = "") -> str:
@@ -214,51 +275,85 @@ def _done(stage_dir: Path, outputs: list[Path], fingerprint: str) -> bool:
     return json.loads(marker.read_text()).get("fingerprint") == fingerprint
 
 
-def _run_stage(
-    name: str,
-    stage_dir: Path,
-    outputs: list[Path],
-    config: Any,
-    upstream: str,
-    run: Callable[[], Any],
-    cfg: PipelineConfig,
-) -> str:
+@dataclass
+class Stage:
+    """One step of the chain. ``config`` is built when asked: the general detector's sources
+    come from the fakes stage's output."""
+
+    name: str
+    folder: Path
+    outputs: list[Path]
+    deps: tuple[str, ...]
+    config: Callable[[], Any]
+    run: Callable[[Any], Any]
+    estimate: Callable[[Any], estimate.Estimate]
+
+
+def plan(stages: list[Stage], force: tuple[str, ...] = ()) -> dict[str, bool]:
+    """stage -> will it run: forced, not up to date, or downstream of one that runs."""
+    tokens: dict[str, str] = {}
+    runs: dict[str, bool] = {}
+    for st in stages:
+        if st.name in force or any(runs[d] for d in st.deps):
+            runs[st.name] = True
+            continue
+        fp = _fingerprint(st.config(), "".join(tokens[d] for d in st.deps))
+        runs[st.name] = not _done(st.folder, st.outputs, fp)
+        if not runs[st.name]:
+            tokens[st.name] = fp + json.loads((st.folder / "stage.json").read_text())["finished"]
+    return runs
+
+
+def _run_stage(st: Stage, upstream: str, cfg: PipelineConfig) -> str:
     """Run one stage unless up to date; return a token that changes whenever the stage reruns,
     so the stages downstream of a rerun (``--force`` included) rerun too."""
+    config = st.config()
     fp = _fingerprint(config, upstream)
-    marker = stage_dir / "stage.json"
-    if name not in cfg.force and _done(stage_dir, outputs, fp):
-        print(f"[pipeline] {name:9s} up to date ({stage_dir}), skipped", flush=True)
+    marker = st.folder / "stage.json"
+    if st.name not in cfg.force and _done(st.folder, st.outputs, fp):
+        print(f"[pipeline] {st.name:9s} up to date ({st.folder}), skipped", flush=True)
         return fp + json.loads(marker.read_text())["finished"]
-    if stage_dir.exists():  # stale outputs of another config: start clean
-        shutil.rmtree(stage_dir)
+    print(f"[pipeline] {st.name:9s} starts: {st.estimate(config)}", flush=True)
+    if st.folder.exists():  # stale outputs of another config: start clean
+        shutil.rmtree(st.folder)
     start = time.perf_counter()
-    run()
+    st.run(config)
     finished = time.strftime("%Y-%m-%dT%H:%M:%S%z") + f".{time.time_ns() % 10**9}"
-    write_json(marker, {"stage": name, "fingerprint": fp, "finished": finished, "config": config})
+    write_json(
+        marker, {"stage": st.name, "fingerprint": fp, "finished": finished, "config": config}
+    )
     print(
-        f"[pipeline] {name:9s} done in {time.perf_counter() - start:7.1f} s -> {stage_dir}",
+        f"[pipeline] {st.name:9s} done in {time.perf_counter() - start:7.1f} s -> {st.folder}",
         flush=True,
     )
     return fp + finished
 
 
-def main(cfg: PipelineConfig) -> dict[str, Any]:
-    """Run the stages that are not up to date; return the evaluation report."""
-    if cfg.profile not in PROFILES:
-        raise ValueError(f"unknown profile {cfg.profile!r}; choose from {sorted(PROFILES)}")
-    prof = PROFILES[cfg.profile]
+def pretrained_source(cfg: PipelineConfig) -> str:
+    """``imagenet`` (torchvision's file in the hub cache) or, for a mirror whose file has
+    another name, that file's path in the hub cache."""
+    path = download.hub_weights_path(cfg.weights_url)
+    return "imagenet" if path.name == IMAGENET_FILENAME else str(path)
+
+
+def weights_file(pretrained: str) -> Path | None:
+    if pretrained == "none":
+        return None
+    return imagenet_cache_path() if pretrained == "imagenet" else Path(pretrained)
+
+
+def build_stages(cfg: PipelineConfig, prof: Profile, n_images: int = 0) -> list[Stage]:
+    """The chain for a profile, in order (``n_images`` in the data folder, for estimates)."""
     out = cfg.out
     common = dict(device=cfg.device, threads=cfg.threads, quiet=cfg.quiet)
+    detector_opts = dict(prof.detector)
+    if detector_opts.get("pretrained") == "imagenet":
+        detector_opts["pretrained"] = pretrained_source(cfg)
 
     gan_cfg = train_gan.TrainGanConfig(
         data=cfg.data, out=out / "gan", seed=cfg.seed, **common, **prof.gan
     )
     generator = gan_cfg.out / "generator.safetensors"
-    gan_fp = _run_stage(
-        "gan", gan_cfg.out, [generator], gan_cfg, "", lambda: train_gan.main(gan_cfg), cfg
-    )
-
     syn_cfg = synthesize.SynthesizeConfig(
         checkpoint=generator,
         out=out / "synthetic",
@@ -267,72 +362,33 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
         **common,
         **prof.synthetic,
     )
-    syn_fp = _run_stage(
-        "synthetic",
-        syn_cfg.out,
-        [syn_cfg.out / "manifest.csv"],
-        syn_cfg,
-        gan_fp,
-        lambda: synthesize.main(syn_cfg),
-        cfg,
-    )
-
     fakes_cfg = fakes.FakesConfig(
         data=cfg.data, out=out / "fakes", seed=cfg.seed, overwrite=True, **common, **prof.fakes
     )
-    fakes_fp = _run_stage(
-        "fakes",
-        fakes_cfg.out,
-        [fakes_cfg.out / "sources.json"],
-        fakes_cfg,
-        "",
-        lambda: fakes.main(fakes_cfg),
-        cfg,
-    )
-    train_sources, held_out = fake_sources(fakes_cfg.out, syn_cfg.out)
-
     det_cfg = train_detector.TrainConfig(
         data=cfg.data,
         fakes={"sngan": syn_cfg.out},
         out=out / "detector",
         seed=cfg.seed,
         **common,
-        **prof.detector,
-    )
-    detector = det_cfg.out / "detector.safetensors"
-    det_fp = _run_stage(
-        "detector",
-        det_cfg.out,
-        [detector],
-        det_cfg,
-        syn_fp,
-        lambda: train_detector.main(det_cfg),
-        cfg,
+        **detector_opts,
     )
 
-    gen_cfg = train_detector.TrainConfig(
-        data=cfg.data,
-        fakes=train_sources,
-        held_out=held_out,
-        out=out / "general",
-        seed=cfg.seed,
-        **common,
-        **prof.general,
-    )
-    general = gen_cfg.out / "detector.safetensors"
-    gen_fp = _run_stage(
-        "general",
-        gen_cfg.out,
-        [general],
-        gen_cfg,
-        syn_fp + fakes_fp,
-        lambda: train_detector.main(gen_cfg),
-        cfg,
-    )
-    checkpoints, upstream = [detector, general], det_fp + gen_fp
+    def general_config() -> train_detector.TrainConfig:
+        train_sources, held_out = fake_sources(fakes_cfg.out, syn_cfg.out)
+        return train_detector.TrainConfig(
+            data=cfg.data,
+            fakes=train_sources,
+            held_out=held_out,
+            out=out / "general",
+            seed=cfg.seed,
+            **common,
+            **prof.general,
+        )
 
-    if cfg.ablation:
-        abl_cfg = dataclasses.replace(
+    def ablation_config() -> train_detector.TrainConfig:
+        train_sources, held_out = fake_sources(fakes_cfg.out, syn_cfg.out)
+        return dataclasses.replace(
             det_cfg,
             fakes=train_sources,
             held_out=held_out,
@@ -343,44 +399,208 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
             eval_every=prof.general.get("eval_every", 0),
             val_limit=prof.general.get("val_limit", det_cfg.val_limit),
         )
-        ablation = abl_cfg.out / "detector.safetensors"
-        upstream += _run_stage(
-            "ablation",
-            abl_cfg.out,
-            [ablation],
-            abl_cfg,
-            syn_fp + fakes_fp,
-            lambda: train_detector.main(abl_cfg),
-            cfg,
-        )
-        checkpoints.append(ablation)
 
+    checkpoints = [det_cfg.out / "detector.safetensors", out / "general" / "detector.safetensors"]
+    if cfg.ablation:
+        checkpoints.append(out / "ablation" / "vgg16-multisource" / "detector.safetensors")
+    general_name = train_detector.DEFAULT_NAMES[prof.general.get("arch", "vgg16")]
     eval_cfg = evaluate.EvalConfig(
         checkpoints=checkpoints,
         data=cfg.data,
         out=out / "evaluation",
         foreign=dict(cfg.foreign),
         real_extra=dict(cfg.real_extra),
-        combine=(det_cfg.model_name, gen_cfg.model_name),
+        combine=(det_cfg.model_name, prof.general.get("name") or general_name),
         seed=cfg.seed,
         **common,
         **prof.evaluate,
     )
-    _run_stage(
-        "evaluate",
-        eval_cfg.out,
-        [eval_cfg.out / "report.json"],
-        eval_cfg,
-        upstream,
-        lambda: evaluate.main(eval_cfg),
-        cfg,
-    )
+    n_real = n_images
 
-    report = json.loads((eval_cfg.out / "report.json").read_text())
-    write_summary(out, cfg, report)
-    write_json(out / "pipeline.json", replace(cfg, force=()))
-    print(f"[pipeline] summary   -> {out / 'summary.md'}", flush=True)
+    def real_train(c: train_detector.TrainConfig) -> int:
+        n = round(n_real * c.split_fractions.get("detector_train", 0.0))
+        return min(n, c.limit_images) if c.limit_images > 0 else n
+
+    def detector_estimate(c: train_detector.TrainConfig) -> estimate.Estimate:
+        fake_train = round(syn_cfg.n * c.synthetic_fractions[0])
+        return estimate.detector(c, max(real_train(c), fake_train))
+
+    def general_estimate(c: train_detector.TrainConfig) -> estimate.Estimate:
+        per_source = {"sngan": syn_cfg.n}
+        fake_train = round(sum(per_source.get(k, fakes_cfg.per_source) for k in c.fakes))
+        return estimate.detector(c, max(real_train(c), round(fake_train * 0.7)))
+
+    not_timed = "not estimated: inference passes only, short next to training"
+    stages = [
+        Stage(
+            "gan",
+            gan_cfg.out,
+            [generator],
+            (),
+            lambda: gan_cfg,
+            train_gan.main,
+            estimate.gan,
+        ),
+        Stage(
+            "synthetic",
+            syn_cfg.out,
+            [syn_cfg.out / "manifest.csv"],
+            ("gan",),
+            lambda: syn_cfg,
+            synthesize.main,
+            lambda c: estimate.Estimate(None, f"{c.n:,} images, {not_timed}"),
+        ),
+        Stage(
+            "fakes",
+            fakes_cfg.out,
+            [fakes_cfg.out / "sources.json"],
+            (),
+            lambda: fakes_cfg,
+            fakes.main,
+            estimate.fakes,
+        ),
+        Stage(
+            "detector",
+            det_cfg.out,
+            [checkpoints[0]],
+            ("synthetic",),
+            lambda: det_cfg,
+            train_detector.main,
+            detector_estimate,
+        ),
+        Stage(
+            "general",
+            out / "general",
+            [checkpoints[1]],
+            ("synthetic", "fakes"),
+            general_config,
+            train_detector.main,
+            general_estimate,
+        ),
+    ]
+    if cfg.ablation:
+        stages.append(
+            Stage(
+                "ablation",
+                out / "ablation" / "vgg16-multisource",
+                [checkpoints[2]],
+                ("synthetic", "fakes"),
+                ablation_config,
+                train_detector.main,
+                general_estimate,
+            )
+        )
+    stages.append(
+        Stage(
+            "evaluate",
+            eval_cfg.out,
+            [eval_cfg.out / "report.json"],
+            tuple(s.name for s in stages if s.name in ("detector", "general", "ablation")),
+            lambda: eval_cfg,
+            evaluate.main,
+            lambda c: estimate.Estimate(None, not_timed),
+        )
+    )
+    return stages
+
+
+def disk_bytes(prof: Profile, runs: dict[str, bool], image_pixels: int) -> int:
+    """What the stages that will run write, roughly: PNGs at ~2 bytes per pixel (measured: the
+    quick run's 64 px SNGAN PNGs 8 KB, zoo rebuilds of 200x150 photos 30-40 KB; the zoo rebuilds
+    photos at their native size), 2.4 GB per VGG16 stage (weights + optimiser state, measured),
+    0.5 GB for the rest."""
+    png = 2
+    total = 500_000_000
+    if runs.get("synthetic"):
+        total += prof.synthetic["n"] * png * prof.gan["image_size"] ** 2
+    if runs.get("fakes"):
+        f = fakes.FakesConfig(data=Path(), out=Path(), **prof.fakes)
+        n_zoo = len(f.zoo) if "zoo" in f.sources else 0
+        total += f.per_source * n_zoo * png * image_pixels
+        total += f.per_source * ("dcgan" in f.sources) * png * f.dcgan_size**2
+    vgg = [s for s in ("detector", "ablation") if runs.get(s)]
+    vgg += ["general"] if runs.get("general") and prof.general.get("arch") == "vgg16" else []
+    return total + len(vgg) * 2_400_000_000
+
+
+def _image_pixels(data: Path) -> int:
+    """Pixels of one image of the data folder (the zoo rebuilds photos at their own size)."""
+    for folder in ("images", "HAM10000_images_part_1"):
+        for path in sorted((data / folder).glob("*.jp*g"))[:1]:
+            with Image.open(path) as im:
+                return im.width * im.height
+    return 600 * 450  # HAM10000's size, for a folder yet to be downloaded
+
+
+def preflight(cfg: PipelineConfig, prof: Profile, stages: list[Stage]) -> preflight_.Report:
+    """Check what the stages that will run need; raise PreflightFailed listing every problem."""
+    runs = plan(stages, cfg.force)
+    weights: dict[str, Path] = {}
+    for st in stages:
+        if runs[st.name] and st.name in ("detector", "ablation"):
+            path = weights_file(str(st.config().pretrained))
+            if path is not None:
+                weights[st.name] = path
+    request = preflight_.Request(
+        data=cfg.data,
+        out=cfg.out,
+        device=cfg.device,
+        profile=cfg.profile,
+        needs_gpu=cfg.profile in GPU_PROFILES,
+        weights=weights,
+        weights_url=cfg.weights_url,
+        download=cfg.download,
+        data_source=cfg.data_source,
+        out_bytes=disk_bytes(prof, runs, _image_pixels(cfg.data)) if any(runs.values()) else 0,
+        needs_data=any(runs.values()),
+    )
+    report = preflight_.check(request)
+    if report.problems:
+        raise preflight_.PreflightFailed(report.problems)
+    todo = [s for s, r in runs.items() if r]
+    done = [s for s, r in runs.items() if not r]
+    print(
+        f"[pipeline] preflight passed ({cfg.profile} profile): to run {', '.join(todo) or '-'}"
+        + (f"; up to date {', '.join(done)}" if done else ""),
+        flush=True,
+    )
     return report
+
+
+def fetch_inputs(cfg: PipelineConfig, report: preflight_.Report) -> None:
+    """``--download``: what the preflight found missing and reachable."""
+    if report.download_data:
+        print(f"[pipeline] download  HAM10000 from {cfg.data_source} into {cfg.data}", flush=True)
+        download.main(download.DownloadConfig(out=cfg.data, source=cfg.data_source))
+    for path in report.download_weights:
+        print(f"[pipeline] download  {cfg.weights_url} -> {path}", flush=True)
+        download.fetch_weights(cfg.weights_url, path, quiet=cfg.quiet)
+
+
+def main(cfg: PipelineConfig) -> dict[str, Any]:
+    """Check every input, fetch what ``--download`` allows, run the stages that are not up to
+    date; return the evaluation report. Raises PreflightFailed before any stage when inputs
+    are missing."""
+    if cfg.profile not in PROFILES:
+        raise ValueError(f"unknown profile {cfg.profile!r}; choose from {sorted(PROFILES)}")
+    prof = PROFILES[cfg.profile]
+    report = preflight(cfg, prof, build_stages(cfg, prof))
+    if cfg.check_only:
+        return {}
+    fetch_inputs(cfg, report)
+    n_images = len(load_index(cfg.data)) if report.download_data else report.n_images
+    stages = build_stages(cfg, prof, n_images)
+    tokens: dict[str, str] = {}
+    for st in stages:
+        tokens[st.name] = _run_stage(st, "".join(tokens[d] for d in st.deps), cfg)
+
+    out = cfg.out
+    report_path = out / "evaluation" / "report.json"
+    result = json.loads(report_path.read_text())
+    write_summary(out, cfg, result)
+    write_json(out / "pipeline.json", replace(cfg, force=(), check_only=False))
+    print(f"[pipeline] summary   -> {out / 'summary.md'}", flush=True)
+    return result
 
 
 def fake_sources(fakes_dir: Path, synthetic: Path) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -443,7 +663,8 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
         "--profile",
         choices=sorted(PROFILES),
         default="quick",
-        help="quick (CPU, minutes), paper (GPU, hours) or smoke (tests)",
+        help="quick (CPU, minutes), paper (GPU, hours), paper-rehearsal (the paper path shrunk, "
+        "CPU, a minute) or smoke (tests)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for every stage (default: 0)")
     add_named_dirs(
@@ -472,6 +693,30 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
         help="rerun these stages (and what depends on them) even if up to date",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch what the preflight finds missing and public before the first stage: "
+        "HAM10000 into --data from Harvard Dataverse (2.7 GB, resumable, MD5-checked) and "
+        "torchvision's ImageNet VGG16 weights into the torch hub cache (528 MB, hash-checked)",
+    )
+    p.add_argument(
+        "--data-source",
+        default=download.SERVER,
+        help=f"Dataverse server --download fetches HAM10000 from (default: {download.SERVER})",
+    )
+    p.add_argument(
+        "--weights-url",
+        default=download.VGG16_URL,
+        help="where --download fetches the ImageNet VGG16 weights (a file named "
+        "NAME-<sha256 prefix>.pth; default: torchvision's)",
+    )
+    p.add_argument(
+        "--check",
+        dest="check_only",
+        action="store_true",
+        help="only run the preflight (inputs, weights, output, device, disk) and exit",
+    )
     a = p.parse_args(argv)
     return PipelineConfig(
         data=a.data,
@@ -485,8 +730,20 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
         threads=a.threads,
         force=tuple(a.force),
         quiet=a.quiet,
+        download=a.download,
+        data_source=a.data_source,
+        weights_url=a.weights_url,
+        check_only=a.check_only,
     )
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """Exit 2 with every preflight problem (or a download error), without a traceback."""
+    try:
+        main(parse_args(argv))
+    except (preflight_.PreflightFailed, DatasetError) as exc:
+        sys.exit(f"[pipeline] {exc}")
+
+
 if __name__ == "__main__":
-    main(parse_args())
+    cli()

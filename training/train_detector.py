@@ -44,7 +44,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from models.checkpoint import load_state, save_model, save_state, unwrap
 from models.detector import Detector, DetectorConfig, load_imagenet_weights
@@ -75,6 +74,7 @@ from training.detector_data import (
     unique_named,
 )
 from training.metrics import binary_report, nan_to_none, roc_auc
+from training.progress import Progress
 from training.scoring import (
     CRITERIA,
     bce_from_logits,
@@ -311,43 +311,6 @@ def _validate(
 # ---------------------------------------------------------------- training
 
 
-class Progress:
-    """tqdm over steps, or over seconds when a time limit caps the run (so the bar and its ETA
-    say when the stage will end, not when an uncapped step count would)."""
-
-    def __init__(self, total_steps: int, start: int, limit_s: float, quiet: bool) -> None:
-        self.limit_s = limit_s
-        self.t0 = time.perf_counter()
-        if limit_s > 0:
-            fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
-            self.bar = tqdm(total=limit_s, desc="detector", bar_format=fmt, disable=quiet)
-        else:
-            self.bar = tqdm(
-                total=total_steps, initial=start, desc="detector", unit="step", disable=quiet
-            )
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def update(self, step: int, loss: float) -> None:
-        if self.limit_s > 0:
-            self.bar.n = min(self.limit_s, self.elapsed())
-            self.bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
-            self.bar.refresh()
-        else:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}")
-
-    def out_of_time(self) -> bool:
-        return self.limit_s > 0 and self.elapsed() >= self.limit_s
-
-    def write(self, text: str) -> None:
-        self.bar.write(text)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def _check_sets(sets: dict[str, DetectorData], sources: Sources) -> None:
     for name in ("train", "val"):
         s = sets[name]
@@ -483,7 +446,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
             )
 
     train_model.train()
-    progress = Progress(total, step, 60 * cfg.time_limit_min, quiet)
+    progress = Progress(total, step, 60 * cfg.time_limit_min, quiet, desc="detector")
 
     def set_lr() -> float:
         fraction = progress.elapsed() / progress.limit_s if progress.limit_s > 0 else 0.0
@@ -516,7 +479,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         seen += batch.shape[0] * ctx.world_size
         loss_sum += float(loss.detach())
         n_loss += 1
-        progress.update(step, float(loss.detach()))
+        progress.update(step, loss=f"{float(loss.detach()):.4f}")
         out_of_time = progress.out_of_time()
         last = step == total or out_of_time
         row: dict[str, Any] = {}

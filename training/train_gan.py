@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from models.checkpoint import (
     CheckpointError,
@@ -69,6 +68,7 @@ from training.data import write_manifest as write_split_manifest
 from training.diffaugment import diff_augment, parse_policy
 from training.losses import LOSSES, GanLoss, get_loss
 from training.plots import plot_curves, save_grid
+from training.progress import Progress
 
 LOG_FIELDS = ("step", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "elapsed_s")
 DIGEST_ENV = "DERMAFAKE_WEIGHT_DIGEST_DIR"  # set by tests: every rank writes its weight digest
@@ -496,14 +496,14 @@ def _train(config: TrainGanConfig, device: torch.device, ctx: Dist) -> Path:
     last: dict[str, float] = {}
     t_log = t_start = time.perf_counter()
     images_since_log = 0
-    bar = tqdm(
-        total=config.steps,
-        initial=run.step,
+    progress = Progress(
+        config.steps,
+        run.step,
+        60 * config.time_limit_min,
+        quiet=config.quiet or not ctx.is_main,
         desc="SNGAN",
-        unit="step",
-        disable=config.quiet or not ctx.is_main,
-        dynamic_ncols=True,
     )
+    shown: dict[str, str] = {}
     start_step = run.step
     stopped_early = False
     while run.step < config.steps:
@@ -535,17 +535,16 @@ def _train(config: TrainGanConfig, device: torch.device, ctx: Dist) -> Path:
             }
             if log is not None:
                 log.write({"step": run.step, **last, "elapsed_s": round(elapsed, 1)})
-            bar.set_postfix(
-                D=f"{last['d_loss']:.3f}",
-                G=f"{last['g_loss']:.3f}",
-                real=f"{last['d_real']:+.2f}",
-                fake=f"{last['d_fake']:+.2f}",
-                refresh=False,
-            )
+            shown = {
+                "D": f"{last['d_loss']:.3f}",
+                "G": f"{last['g_loss']:.3f}",
+                "real": f"{last['d_real']:+.2f}",
+                "fake": f"{last['d_fake']:+.2f}",
+            }
             acc = dict.fromkeys(acc, 0.0)
             n_d = n_g = images_since_log = 0
             t_log = time.perf_counter()
-        bar.update(1)
+        progress.update(run.step, **shown)
         if run.step % config.sample_every == 0 or final:
             broadcast_buffers(ctx, run.G, run.G_ema)  # a collective: every rank takes part
         if ctx.is_main and (run.step % config.sample_every == 0 or final):
@@ -553,7 +552,7 @@ def _train(config: TrainGanConfig, device: torch.device, ctx: Dist) -> Path:
         if out_of_time:
             stopped_early = run.step < config.steps
             break
-    bar.close()
+    progress.close()
 
     digest_dir = os.environ.get(DIGEST_ENV)
     if digest_dir:

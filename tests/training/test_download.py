@@ -89,3 +89,39 @@ def test_arguments():
     assert str(parse_args(["--check", "d"]).check) == "d"
     with pytest.raises(SystemExit):
         parse_args([])
+
+
+def test_fetch_resumes_a_partial_download_and_checks_md5(tmp_path):
+    from tests.training.ham_like import dataverse_listing, ham_archive, serve
+    from training.download import fetch
+
+    files = ham_archive(lesions_per_dx=2)
+    remote = next(
+        f for f in select_files(dataverse_listing(files)) if f.name == "HAM10000_images_part_1"
+    )
+    data = files["HAM10000_images_part_1.zip"]
+    dest = tmp_path / "HAM10000_images_part_1.zip"
+    (tmp_path / (dest.name + ".part")).write_bytes(data[: len(data) // 2])  # an interrupted run
+    with serve(files) as server:
+        fetch(remote.url(server.url), dest, remote)
+    assert dest.read_bytes() == data
+    assert server.requests[-1][2] == f"bytes={len(data) // 2}-"  # only the rest was asked for
+    assert not (tmp_path / (dest.name + ".part")).exists()
+    dest.unlink()
+    (tmp_path / (dest.name + ".part")).write_bytes(b"garbage" + data[7:])  # a corrupt part
+    with serve(files) as server, pytest.raises(DatasetError, match="MD5"):
+        fetch(remote.url(server.url), dest, remote)
+
+
+def test_fetch_weights_checks_the_hash_in_the_file_name(tmp_path):
+    from tests.training.ham_like import serve, vgg16_shaped_weights, weights_name
+    from training.download import fetch_weights
+
+    weights = vgg16_shaped_weights()
+    good, bad = weights_name(weights), "vgg16-00000000.pth"
+    with serve({}, extra={good: weights, bad: weights}) as server:
+        path = fetch_weights(f"{server.url}/{good}", tmp_path / good, quiet=True)
+        assert path.read_bytes() == weights
+        with pytest.raises(DatasetError, match="hash"):
+            fetch_weights(f"{server.url}/{bad}", tmp_path / bad, quiet=True)
+    assert not (tmp_path / bad).exists()

@@ -1,0 +1,142 @@
+"""A CPU rehearsal of the paper profile from a fresh host: no data, an empty torch hub cache,
+``--download`` against a local Dataverse-shaped server, every stage of the paper path (sizes
+shrunk, ImageNet-weights branch included) to a model the service serves. No internet needed.
+``make rehearse`` runs this file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.settings import Settings
+from models.checkpoint import load_model
+from tests.app.conftest import running_app
+from tests.training.ham_like import ham_archive, serve, vgg16_shaped_weights, weights_name
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("rehearsal")
+    weights = vgg16_shaped_weights()
+    name = weights_name(weights)
+    env = {**os.environ, "TORCH_HOME": str(root / "torch"), "PYTHONUNBUFFERED": "1"}
+    with serve(ham_archive(), extra={name: weights}) as server:
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.pipeline",
+                "--data",
+                str(root / "data"),
+                "--out",
+                str(root / "artifacts"),
+                "--profile",
+                "paper-rehearsal",
+                "--device",
+                "cpu",
+                "--download",
+                "--data-source",
+                server.url,
+                "--weights-url",
+                f"{server.url}/{name}",
+                "--quiet",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return {
+        "root": root,
+        "out": root / "artifacts",
+        "stdout": r.stdout,
+        "weights": root / "torch" / "hub" / "checkpoints" / name,
+        "weights_bytes": weights,
+        "requests": server.requests,
+    }
+
+
+def test_download_fetches_data_and_weights_then_every_stage_runs(rehearsal: dict) -> None:
+    out, stdout = rehearsal["out"], rehearsal["stdout"]
+    assert "preflight passed (paper-rehearsal profile)" in stdout
+    assert (rehearsal["root"] / "data" / "HAM10000_metadata.csv").is_file()
+    assert len(list((rehearsal["root"] / "data").glob("HAM10000_images_part_*/*.jpg"))) == 60
+    assert rehearsal["weights"].read_bytes() == rehearsal["weights_bytes"]
+    for stage in ("gan", "synthetic", "fakes", "detector", "general", "evaluate"):
+        assert f"[pipeline] {stage:9s} starts: " in stdout, stage
+        assert f"[pipeline] {stage:9s} done in" in stdout, stage
+    # the paper path: every zoo autoencoder, the DCGAN held out, n_dis 5
+    assert len(list((out / "fakes").glob("zoo-*/"))) == 8
+    assert '"n_dis": 5' in (out / "gan" / "config.json").read_text()
+
+
+def test_the_vgg16_starts_from_the_downloaded_imagenet_weights(rehearsal: dict) -> None:
+    state = torch.load(rehearsal["weights"], weights_only=True)
+    model, _ = load_model(rehearsal["out"] / "detector" / "detector.safetensors", "detector")
+    first = model.backbone.features[0].weight.detach()
+    # two AdamW steps at lr 1e-4 move a weight by ~2e-4; a random init is ~100x further away
+    assert torch.allclose(first, state["features.0.weight"], atol=2e-3)
+    assert not torch.allclose(first, torch.zeros_like(first), atol=2e-3)
+
+
+@pytest.mark.anyio
+async def test_the_rehearsed_models_are_served(rehearsal: dict) -> None:
+    out = rehearsal["out"]
+    settings = Settings(artifacts_dir=out, device="cpu", precision="fp32", compile=False)
+    image = next((rehearsal["root"] / "data").glob("HAM10000_images_part_1/*.jpg")).read_bytes()
+    async with running_app(settings) as (_, client):
+        assert (await client.get("/readyz")).status_code == 200
+        r = await client.post("/detect", files={"file": ("lesion.jpg", image, "image/jpeg")})
+        assert r.status_code == 200, r.text
+        scores = {s["model"] for s in r.json()["results"][0]["scores"]}
+        assert scores == {"vgg16-paper", "npr-general"}
+        g = await client.get("/generate", params={"n": 1, "seed": 3})
+        assert g.status_code == 200
+
+
+def test_a_second_run_finds_everything_and_downloads_nothing(rehearsal: dict) -> None:
+    root = rehearsal["root"]
+    env = {**os.environ, "TORCH_HOME": str(root / "torch")}
+    unreachable = "http://127.0.0.1:9"  # nothing listens: any download attempt would fail
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.pipeline",
+            "--data",
+            str(root / "data"),
+            "--out",
+            str(rehearsal["out"]),
+            "--profile",
+            "paper-rehearsal",
+            "--device",
+            "cpu",
+            "--download",
+            "--data-source",
+            unreachable,
+            "--weights-url",
+            f"{unreachable}/{rehearsal['weights'].name}",
+            "--quiet",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count("skipped") == 6 and "download" not in r.stdout
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
