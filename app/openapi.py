@@ -35,6 +35,8 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
                     operation["security"] = [{SCHEME: []}]
                 if path == "/generate":
                     _cap_n(schema, operation, settings.max_generate_n)
+                if path == "/detect":
+                    _require_files(operation, settings.max_files)
         app.openapi_schema = schema
         return schema
 
@@ -46,6 +48,15 @@ def _cap_n(schema: dict[str, Any], operation: dict[str, Any], limit: int) -> Non
     for parameter in operation.get("parameters", []):
         if parameter["name"] == "n":
             parameter["schema"]["maximum"] = limit
-    params = schema.get("components", {}).get("schemas", {}).get("GenerateParams")
-    if params is not None:
-        params["properties"]["n"]["maximum"] = limit
+    for name in ("GenerateParams", "GenerateBody"):
+        params = schema.get("components", {}).get("schemas", {}).get(name)
+        if params is not None:
+            params["properties"]["n"]["maximum"] = limit
+
+
+def _require_files(operation: dict[str, Any], max_files: int) -> None:
+    """/detect takes ``file`` or ``files``, not both (exactly one property), and ``files`` holds
+    1 to ``max_files`` images (an empty array would send no part at all)."""
+    body = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    body["minProperties"] = body["maxProperties"] = 1
+    body["properties"]["files"] |= {"minItems": 1, "maxItems": max_files}

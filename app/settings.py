@@ -54,12 +54,20 @@ class Settings(BaseSettings):
     load_retry_s: float = Field(5.0, gt=0)
     # /healthz fails when a forward pass has run this long: a hung model is a dead process.
     liveness_timeout_s: float = Field(120.0, gt=0)
-    # SIGTERM: stop admitting (503), let requests in flight finish for up to this long, exit.
+    # SIGTERM: stop admitting at once (model routes and /readyz answer 503), keep the port open
+    # for `drain_s` so a load balancer sees /readyz fail and stops sending (Kubernetes: about
+    # its readiness period), then close it and let requests in flight finish for up to
+    # `shutdown_timeout_s`, then exit. A second signal skips the wait.
+    drain_s: float = Field(0.0, ge=0)
     shutdown_timeout_s: float = Field(30.0, ge=0)
 
     # Dynamic batching, per model. Queue sizes count images, not requests.
     max_batch_size: int = Field(16, ge=1)
-    max_wait_ms: float = Field(5.0, ge=0)  # after a batch of one: a lone client barely waits
+    # After a batch that served one caller: 0, a lone client never waits for company (a 5 ms
+    # wait cost the NPR detector 30% of a lone request: docs/BENCHMARKS.md). Concurrent
+    # clients still share batches: they queue up during the forward pass in flight, and after
+    # a batch of several callers the wait is max_busy_wait_ms (see app/batching.py).
+    max_wait_ms: float = Field(0.0, ge=0)
     max_busy_wait_ms: float = Field(100.0, ge=0)  # after a batch of several (see batching.py)
     max_queue_size: int = Field(128, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)

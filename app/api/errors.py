@@ -31,7 +31,19 @@ def error_response(status: int, detail: Any, headers: dict[str, str] | None = No
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, exc.detail, exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette lists one route's methods; a path may have several
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return error_response(exc.status_code, exc.detail, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the schema documents for this path (GET and POST /generate are two routes)."""
+    root = request.scope.get("root_path", "")
+    path = request.url.path
+    path = path[len(root) :] if root and path.startswith(root) else path
+    operations = request.app.openapi().get("paths", {}).get(path, {})
+    return sorted(method.upper() for method in operations)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

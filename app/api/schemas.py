@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_SEED = 2**32 - 1  # fits a JSON number exactly in every client
 
@@ -73,6 +73,19 @@ class GenerateParams(BaseModel):
         None, ge=0, le=MAX_SEED, description="same seed, same images; random when absent"
     )
     format: Literal["png", "jpeg"] = "png"
+
+
+class GenerateBody(GenerateParams):
+    """The JSON body of POST /generate. JSON has types: ``n`` and ``seed`` must be JSON
+    integers (``3`` or ``3.0``), not ``true`` or ``"3"``, which pydantic's lax mode would take.
+    The query form (GET) parses text and stays lax."""
+
+    @field_validator("n", "seed", mode="before")
+    @classmethod
+    def _json_integer(cls, value: Any) -> Any:
+        if isinstance(value, bool | str):
+            raise ValueError("must be a JSON integer")
+        return value
 
 
 class GeneratedImage(BaseModel):

@@ -32,7 +32,7 @@ OPENAPI_BODY: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "anyOf": [{"required": ["file"]}, {"required": ["files"]}],
+                    "additionalProperties": False,  # and exactly one of the two: app/openapi.py
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "one image"},
                         "files": {
@@ -107,6 +107,10 @@ async def read_uploads(request: Request, settings: SettingsDep) -> list[tuple[st
         texts = [key for key, value in uploads if not isinstance(value, UploadFile)]
         if texts:
             raise HTTPException(422, f"form field {texts[0]!r} must be a file, not text")
+        if len({key for key, _ in uploads}) > 1:
+            raise HTTPException(
+                422, "send one image as 'file' or several as 'files', not both in one request"
+            )
         out = []
         for i, (_, upload) in enumerate(uploads):
             name = upload.filename or f"file{i}"

@@ -147,6 +147,16 @@ BAD_DETECT: dict[str, tuple[dict[str, object], int, str]] = {
         422,
         "must be a file",
     ),
+    "file and files": (
+        {
+            "files": [
+                ("file", ("a.png", image_bytes(), "image/png")),
+                ("files", ("b.png", image_bytes(), "image/png")),
+            ]
+        },
+        422,
+        "not both",
+    ),
     "empty file": ({"files": {"file": ("e.png", b"", "image/png")}}, 422, "empty file"),
     "text": (
         {"files": {"file": ("t.png", b"just some text\n", "image/png")}},

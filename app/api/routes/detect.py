@@ -11,7 +11,7 @@ from app.api.uploads import OPENAPI_BODY, DecodedImagesDep
 from models.operating_point import overall_verdict
 
 router = APIRouter(tags=["detect"])
-ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 413, 415, 422, 429, 503, 504)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 429, 503, 504)}
 
 
 @router.post("/detect", response_model=DetectResponse, responses=ERRORS, openapi_extra=OPENAPI_BODY)

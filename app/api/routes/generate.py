@@ -11,12 +11,19 @@ from fastapi.exceptions import RequestValidationError
 
 from app.api.deps import MetricsDep, ServicesDep, SettingsDep
 from app.api.disconnect import unless_disconnected
-from app.api.schemas import MAX_SEED, ErrorBody, GeneratedImage, GenerateParams, GenerateResponse
+from app.api.schemas import (
+    MAX_SEED,
+    ErrorBody,
+    GenerateBody,
+    GeneratedImage,
+    GenerateParams,
+    GenerateResponse,
+)
 from app.request_context import record_images
 
 router = APIRouter(tags=["generate"])
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
-ERRORS = {code: {"model": ErrorBody} for code in (401, 429, 503, 504)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 429, 503, 504)}
 RAW_IMAGE = {200: {"content": {"image/png": {}, "image/jpeg": {}}}}
 
 
@@ -82,7 +89,7 @@ async def _generate(
 @router.post("/generate", response_model=GenerateResponse, responses={**ERRORS, **RAW_IMAGE})
 async def generate_post(
     request: Request,
-    params: GenerateParams,
+    params: GenerateBody,
     services: ServicesDep,
     settings: SettingsDep,
     metrics: MetricsDep,
