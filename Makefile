@@ -10,7 +10,7 @@ PROFILE ?= quick
 # DOWNLOAD=1: fetch HAM10000 into DATA and the ImageNet VGG16 weights when missing.
 DOWNLOAD_FLAG := $(if $(filter 1 yes true,$(DOWNLOAD)),--download,)
 
-.PHONY: install test lint format demo pipeline check rehearse serve
+.PHONY: install test lint format demo pipeline check rehearse serve soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,11 @@ rehearse: $(STAMP)
 
 serve: $(STAMP)
 	DERMAFAKE_ARTIFACTS_DIR=$(ARTIFACTS) $(PY) -m app
+
+# A few minutes of mixed valid and hostile traffic against a real server (not part of `make test`):
+# fails on any server error, lost request or memory growth. Figures: docs/BENCHMARKS.md.
+IMAGES ?= $(DATA)/images
+SOAK_SECONDS ?= 180
+soak: $(STAMP)
+	$(PY) -m bench.soak --artifacts $(ARTIFACTS) --images $(IMAGES) --seconds $(SOAK_SECONDS) \
+	  --out bench/results/soak.json

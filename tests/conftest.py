@@ -31,8 +31,18 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ham_dir(shared_data: Path) -> Path:
-    return shared_data / "ham10000-200x150"
+def ham_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared HAM10000 copy (200x150) when present; else a small HAM10000-shaped stand-in
+    (generated lesion-like JPEGs, official layout and metadata, several images per lesion), so
+    the training tests run on a fresh machine too."""
+    real = shared_data_dir() / "ham10000-200x150"
+    if (real / "HAM10000_metadata.csv").is_file():
+        return real
+    from tests.training.ham_like import write_ham_like
+
+    return write_ham_like(
+        tmp_path_factory.mktemp("ham_like"), lesions_per_dx=40, images_per_lesion=3
+    )
 
 
 @pytest.fixture(scope="session")

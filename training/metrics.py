@@ -2,8 +2,9 @@
 
 Labels are 0 (real) / 1 (synthetic); scores are ``P(synthetic)`` in [0, 1]. A prediction is
 positive when ``score >= threshold``. Sensitivity is the share of synthetic images caught,
-specificity the share of real images passed (DESIGN.md, "Contracts"). The decision threshold is
-chosen on validation scores only (:func:`select_threshold`); the test set never moves it.
+specificity the share of real images passed (the positive class is synthetic everywhere). The
+decision threshold is chosen on validation scores only (:func:`select_threshold`); the test set
+never moves it.
 """
 
 from __future__ import annotations

@@ -386,6 +386,9 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         bad_evals = int(state["bad_evals"])
         best_report = dict(state.get("best_report", {}))
         torch.set_rng_state(state["torch_rng"][ctx.rank % len(state["torch_rng"])])
+        cuda_rng = state.get("cuda_rng") or []
+        if device.type == "cuda" and cuda_rng:  # dropout masks on the GPU continue too
+            torch.cuda.set_rng_state(cuda_rng[ctx.rank % len(cuda_rng)], device)
         if ctx.is_main:
             print(f"resumed from {state_path} at step {step}", file=sys.stderr)
     train_model: nn.Module = model
@@ -427,9 +430,13 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
 
     def save_training_state() -> None:
         rng = [torch.get_rng_state()]
+        cuda_rng = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
         if ctx.enabled:
             rng = [None] * ctx.world_size  # type: ignore[list-item]
             dist.all_gather_object(rng, torch.get_rng_state())
+            if cuda_rng:
+                cuda_rng = [None] * ctx.world_size  # type: ignore[list-item]
+                dist.all_gather_object(cuda_rng, torch.cuda.get_rng_state(device))
         if ctx.is_main:
             save_state(
                 state_path,
@@ -442,6 +449,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
                     "bad_evals": bad_evals,
                     "best_report": nan_to_none(best_report),
                     "torch_rng": rng,
+                    "cuda_rng": cuda_rng,
                 },
             )
 

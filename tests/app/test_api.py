@@ -26,6 +26,7 @@ from tests.app.conftest import (
     GENERATOR_SIZE,
     NPR_NAME,
     VGG_NAME,
+    VGG_THRESHOLD,
     Checkpoints,
     TestClient,
     image_bytes,
@@ -69,7 +70,7 @@ def test_healthz_readyz_and_models(client: TestClient, checkpoints: Checkpoints)
     }
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert list(models) == [NPR_NAME, VGG_NAME, "generator"]  # detectors by name, then generator
-    assert models[VGG_NAME]["threshold"] == 0.5
+    assert models[VGG_NAME]["threshold"] == VGG_THRESHOLD
     assert models[VGG_NAME]["preprocessing"]["image_size"] == DETECTOR_SIZE
     assert models["generator"]["config"]["image_size"] == GENERATOR_SIZE
     assert models[VGG_NAME]["device"] == "cpu" and models[VGG_NAME]["dtype"] == "fp32"
@@ -108,8 +109,9 @@ def test_detect_several_files_one_score_per_model_primary_on_top(client: TestCli
             npr["threshold"],
         )
         # The VGG16 checkpoint has no operating point: its saved threshold, no band.
-        assert vgg["threshold"] == vgg["inconclusive_below"] == 0.5
-        assert vgg["verdict"] == ("synthetic" if vgg["probability_synthetic"] >= 0.5 else "real")
+        assert vgg["threshold"] == vgg["inconclusive_below"] == VGG_THRESHOLD
+        verdict = "synthetic" if vgg["probability_synthetic"] >= VGG_THRESHOLD else "real"
+        assert vgg["verdict"] == verdict
     assert len({r["scores"][1]["probability_synthetic"] for r in body["results"]}) == 3
 
 

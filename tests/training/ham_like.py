@@ -165,10 +165,10 @@ def serve(files: dict[str, bytes], extra: dict[str, bytes] | None = None) -> Ite
         httpd.server_close()
 
 
-def write_ham_like(root: Path) -> Path:
+def write_ham_like(root: Path, lesions_per_dx: int = 10, images_per_lesion: int = 2) -> Path:
     """The same dataset unpacked in the official layout (for tests that need no server)."""
     root.mkdir(parents=True, exist_ok=True)
-    for name, data in ham_archive().items():
+    for name, data in ham_archive(lesions_per_dx, images_per_lesion).items():
         if name.endswith(".zip"):
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 for info in z.infolist():

@@ -169,6 +169,31 @@ def test_shares_and_overall_verdicts_follow_the_saved_operating_points(
         assert shares["real_share"] == pytest.approx(overall.count("real") / len(overall))
 
 
+def test_headline_test_metrics_are_recounted_from_the_scores(
+    report_dir: Path, trained: dict[str, Path]
+) -> None:
+    """The test confusion matrix, accuracy, sensitivity and specificity follow exactly from the
+    per-image scores (real test lesions vs the headline sources' test images) at the
+    checkpoint's threshold: not copied from training, not re-tuned."""
+    report = json.loads((report_dir / "report.json").read_text())
+    scores = _scores(report_dir)
+    for name, path in trained.items():
+        entry = report["detectors"][name]
+        threshold = read_meta(path).threshold
+        real = np.array([p for p, _ in scores[(name, "real:test")]])
+        fake = np.array(
+            [p for src in entry["headline_sources"] for p, _ in scores[(name, f"source:{src}")]]
+        )
+        tp, fn = int((fake >= threshold).sum()), int((fake < threshold).sum())
+        fp, tn = int((real >= threshold).sum()), int((real < threshold).sum())
+        test = entry["test"]
+        assert test["confusion_matrix"] == {"tp": tp, "fn": fn, "fp": fp, "tn": tn}
+        assert test["counts"] == {"real": len(real), "synthetic": len(fake)}
+        assert test["accuracy"] == pytest.approx((tp + tn) / (len(real) + len(fake)))
+        assert test["sensitivity"] == pytest.approx(tp / len(fake))
+        assert test["specificity"] == pytest.approx(tn / len(real))
+
+
 def test_named_flags_need_a_name(tmp_path: Path) -> None:
     for flag in ("--foreign", "--real-extra", "--source"):
         with pytest.raises(SystemExit):

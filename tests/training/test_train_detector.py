@@ -8,7 +8,7 @@ import torch
 
 from models.checkpoint import load_model, load_state
 from models.operating_point import OperatingPoint
-from models.preprocessing import images_to_bytes
+from models.preprocessing import InvalidImageError, images_to_bytes, load_rgb
 from models.sngan import Generator, GeneratorConfig
 from training.common import read_csv
 from training.data import SplitConfig, load_splits, preload, read_manifest, subsample
@@ -100,7 +100,7 @@ def test_two_steps_write_a_loadable_checkpoint_and_resume(
     assert meta.preprocess_config.mean == (0.485, 0.456, 0.406)
     assert meta.metrics["validation"]["roc_auc"] is not None
 
-    # the real images come only from detector_* lesions; gan_train lesions are never used
+    # the manifest records the lesion split (that gan_train is never *read* is tested below)
     manifest = read_manifest(out / "split.csv")
     splits = load_splits(ham_dir, SplitConfig())
     assert [r.image_id for r in manifest["gan_train"]] == [r.image_id for r in splits["gan_train"]]
@@ -165,3 +165,28 @@ def test_general_detector_run_holds_a_source_out_and_sets_its_operating_point(
     assert "source:held" not in summary["counts"]["train"]
     rows = read_manifest(out / "split.csv")
     assert {r.dx for r in rows["fake:held:train"]} == {"unused"}
+
+
+def test_gan_train_lesions_are_never_read(
+    ham_dir: Path, synthetic_dir: Path, tmp_path: Path
+) -> None:
+    """The GAN's lesions must never reach the detector (its real class would then overlap what
+    the generator learned from). Every gan_train image is replaced by bytes that are not an
+    image, every other file is the original: training must run through without noticing."""
+    poisoned = {r.path.resolve() for r in load_splits(ham_dir, SplitConfig())["gan_train"]}
+    assert poisoned
+    data = tmp_path / "ham"
+    for source in ham_dir.rglob("*"):
+        if source.is_dir():
+            continue
+        target = data / source.relative_to(ham_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.resolve() in poisoned:
+            target.write_bytes(b"a gan_train lesion: the detector must never read this")
+        else:
+            target.symlink_to(source.resolve())
+    with pytest.raises(InvalidImageError):  # the poison works
+        load_rgb(data / next(iter(poisoned)).relative_to(ham_dir.resolve()))
+    out = tmp_path / "run"
+    main(parse_args(_args(data, synthetic_dir, out, "--steps", "2", "--limit-images", "12")))
+    assert (out / "detector.safetensors").is_file()
