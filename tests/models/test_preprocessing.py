@@ -24,6 +24,7 @@ from models.preprocessing import (
     to_uint8,
     to_uint8_tensor,
 )
+from training.data import load_index
 
 CFG = PreprocessConfig(image_size=128)
 
@@ -48,7 +49,7 @@ def _encoded(img: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def test_real_ham_image(ham_dir: Path) -> None:
-    path = next((ham_dir / "images").glob("*.jpg"))
+    path = load_index(ham_dir)[0].path
     x = preprocess(path, CFG)
     assert x.shape == (3, 128, 128) and x.dtype == torch.float32
     # bytes and path give the same tensor

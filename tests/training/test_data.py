@@ -16,7 +16,8 @@ from training.data import (
 
 def test_split_is_by_lesion_disjoint_and_complete(ham_dir: Path, tmp_path: Path) -> None:
     records = load_index(ham_dir)
-    assert len(records) == 10015
+    listed = len((ham_dir / "HAM10000_metadata.csv").read_text().strip().splitlines()) - 1
+    assert len(records) == listed  # 10015 for HAM10000
     splits = split_by_lesion(records, SplitConfig(seed=0))
     lesion_sets = {name: {r.lesion_id for r in recs} for name, recs in splits.items()}
     names = list(lesion_sets)
@@ -26,7 +27,8 @@ def test_split_is_by_lesion_disjoint_and_complete(ham_dir: Path, tmp_path: Path)
     assert sum(len(v) for v in splits.values()) == len(records)
     # roughly the configured fractions of lesions
     n_lesions = len({r.lesion_id for r in records})
-    assert abs(len(lesion_sets["gan_train"]) / n_lesions - 0.5) < 0.02
+    tolerance = 0.02 if n_lesions > 1000 else 0.15  # a hash split of a small stand-in is coarse
+    assert abs(len(lesion_sets["gan_train"]) / n_lesions - 0.5) < tolerance
     # the manifest reproduces the split
     back = read_manifest(write_manifest(splits, tmp_path / "split.csv"))
     assert {k: [r.image_id for r in v] for k, v in back.items()} == {
@@ -46,6 +48,7 @@ def test_split_is_reproducible_and_seed_dependent(ham_dir: Path) -> None:
 def test_official_layout_and_missing_files(ham_dir: Path, tmp_path: Path) -> None:
     meta = (ham_dir / "HAM10000_metadata.csv").read_text().splitlines()
     rows = meta[:7]
+    paths = {r.image_id: r.path for r in load_index(ham_dir)}
     root = tmp_path / "official"
     for part in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
         (root / part).mkdir(parents=True)
@@ -53,7 +56,7 @@ def test_official_layout_and_missing_files(ham_dir: Path, tmp_path: Path) -> Non
     for i, row in enumerate(rows[1:]):
         image_id = row.split(",")[1]
         part = "HAM10000_images_part_1" if i % 2 else "HAM10000_images_part_2"
-        shutil.copy(ham_dir / "images" / f"{image_id}.jpg", root / part / f"{image_id}.jpg")
+        shutil.copy(paths[image_id], root / part / f"{image_id}.jpg")
     assert len(load_index(root)) == 6
     next((root / "HAM10000_images_part_1").iterdir()).unlink()
     with pytest.raises(DatasetError, match=r"1 images listed .* are missing"):
