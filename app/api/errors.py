@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from app.api.disconnect import ClientDisconnected
 from app.batching import BatcherClosed, BatchTimeout, Overloaded
@@ -91,7 +92,7 @@ async def _invalid_image(request: Request, exc: Exception) -> JSONResponse:
 async def _disconnected(request: Request, exc: Exception) -> JSONResponse:
     route = getattr(request.scope.get("route"), "path", "unmatched")
     request.app.state.metrics.client_disconnects.labels(route).inc()
-    return error_response(CLIENT_CLOSED, str(exc))
+    return error_response(CLIENT_CLOSED, str(exc) or "client closed the connection")
 
 
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -107,4 +108,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BatcherClosed, _closed)
     app.add_exception_handler(InvalidImageError, _invalid_image)
     app.add_exception_handler(ClientDisconnected, _disconnected)
+    app.add_exception_handler(ClientDisconnect, _disconnected)  # gone while sending the body
     app.add_exception_handler(Exception, _internal)

@@ -226,6 +226,47 @@ async def test_a_client_that_disconnects_is_not_served(npr_only: Callable) -> No
     assert sent[0]["status"] == 499
 
 
+async def test_a_client_that_hangs_up_mid_upload_is_no_server_error(npr_only: Callable) -> None:
+    """Half a body, then the connection closes: logged as 499 and counted, never a 500."""
+    async with running_app(npr_only()) as (app, client):
+        body, content_type = _multipart(image_bytes(seed=9))
+        messages = iter(
+            [
+                {"type": "http.request", "body": body[: len(body) // 2], "more_body": True},
+                {"type": "http.disconnect"},
+            ]
+        )
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return next(messages)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/detect",
+            "raw_path": b"/detect",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", content_type), (b"host", b"test")],
+            "client": ("127.0.0.1", 5001),
+            "server": ("test", 80),
+        }
+        await app(scope, receive, send)
+        metrics = (await client.get("/metrics")).text
+    assert sent[0]["status"] == 499
+    assert metric_value(metrics, "dermafake_client_disconnects_total", endpoint="/detect") == 1
+    assert not metric_value(
+        metrics, "dermafake_requests_total", endpoint="/detect", method="POST", status="500"
+    )
+
+
 # --- liveness ----------------------------------------------------------------------------------
 
 
