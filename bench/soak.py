@@ -75,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return Config(**{k: v for k, v in vars(args).items()}, env={})
 
 
-def _png_header(width: int, height: int) -> bytes:
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height pixels and holds none: a decompression bomb's header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
@@ -95,7 +97,7 @@ def hostile_requests(photo: bytes) -> dict[str, dict]:
     return {
         "not an image": {"files": {"file": ("a.png", b"hello " * 50)}},
         "truncated jpeg": {"files": {"file": ("cut.jpg", photo[: len(photo) // 3])}},
-        "decompression bomb": {"files": {"file": ("bomb.png", _png_header(60000, 60000))}},
+        "decompression bomb": {"files": {"file": ("bomb.png", png_header(60000, 60000))}},
         "gif": {"files": {"file": ("a.gif", _gif())}},
         "over the size limit": {"files": {"file": ("big.png", b"\0" * (21 * 1024 * 1024))}},
         "too many files": {"files": [("files", (f"{i}.jpg", photo)) for i in range(40)]},

@@ -251,3 +251,25 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return 0.0
+
+
+def http_scope(
+    path: str, content_type: bytes, client: tuple[str, int] = ("127.0.0.1", 5000)
+) -> dict[str, Any]:
+    """An ASGI HTTP scope for a POST, for tests that drive the app's receive/send directly
+    (clients that disconnect or send forever, which HTTP clients cannot be made to do)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), (b"content-type", content_type)],
+        "client": client,
+        "server": ("test", 80),
+        "state": {},
+    }

@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import shutil
-import struct
 import subprocess
-import zlib
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -19,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
+from bench.soak import png_header
 from models.checkpoint import load_model, read_meta
 from models.preprocessing import images_to_bytes
 from tests.app.conftest import (
@@ -115,17 +114,6 @@ def test_detect_several_files_one_score_per_model_primary_on_top(client: TestCli
     assert len({r["scores"][1]["probability_synthetic"] for r in body["results"]}) == 3
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height pixels but holds none: a decompression bomb's header."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 def _multipart(parts: list[tuple[str, str, bytes]] | None) -> tuple[bytes, dict[str, str]]:
     body = b""
     for name, filename, data in parts or []:
@@ -173,12 +161,12 @@ BAD_DETECT: dict[str, tuple[dict[str, object], int, str]] = {
         "truncated",
     ),
     "decompression bomb": (
-        {"files": {"file": ("bomb.png", _png_header_only(40000, 40000), "image/png")}},
+        {"files": {"file": ("bomb.png", png_header(40000, 40000), "image/png")}},
         422,
         "decompression bomb",
     ),
     "too many pixels": (
-        {"files": {"file": ("big.png", _png_header_only(2000, 1000), "image/png")}},
+        {"files": {"file": ("big.png", png_header(2000, 1000), "image/png")}},
         422,
         "image too large",
     ),

@@ -18,6 +18,7 @@ from tests.app.conftest import (
     NPR_NAME,
     VGG_NAME,
     Checkpoints,
+    http_scope,
     image_bytes,
     metric_value,
     running_app,
@@ -142,21 +143,7 @@ async def test_overload_is_503_with_retry_after_and_the_server_recovers(
         async def send(message: dict[str, object]) -> None:
             sent.append(message)
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/detect",
-            "raw_path": b"/detect",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"test"), (b"content-type", b"multipart/form-data; boundary=b")],
-            "client": ("127.0.0.1", 1),
-            "server": ("test", 80),
-            "state": {},
-        }
+        scope = http_scope("/detect", b"multipart/form-data; boundary=b", ("127.0.0.1", 1))
         await asyncio.wait_for(app(scope, endless, send), timeout=60)
         assert sent[0]["status"] == 413
         assert chunks_read <= 200_000 // 65536 + 2

@@ -21,6 +21,7 @@ from app.settings import Settings
 from tests.app.conftest import (
     NPR_NAME,
     Checkpoints,
+    http_scope,
     image_bytes,
     metric_value,
     ready_client,
@@ -200,20 +201,7 @@ async def test_a_client_that_disconnects_is_not_served(npr_only: Callable) -> No
             async def send(message: dict) -> None:
                 sent.append(message)
 
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "POST",
-                "scheme": "http",
-                "path": "/detect",
-                "raw_path": b"/detect",
-                "root_path": "",
-                "query_string": b"",
-                "headers": [(b"content-type", content_type), (b"host", b"test")],
-                "client": ("127.0.0.1", 5000),
-                "server": ("test", 80),
-            }
+            scope = http_scope("/detect", content_type)
             leaving = asyncio.ensure_future(app(scope, receive, send))
             await _until(lambda: batcher.queue_depth == 1)
             gone.set()  # the client hangs up while its image waits
@@ -244,20 +232,7 @@ async def test_a_client_that_hangs_up_mid_upload_is_no_server_error(npr_only: Ca
         async def send(message: dict) -> None:
             sent.append(message)
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/detect",
-            "raw_path": b"/detect",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"content-type", content_type), (b"host", b"test")],
-            "client": ("127.0.0.1", 5001),
-            "server": ("test", 80),
-        }
+        scope = http_scope("/detect", content_type, ("127.0.0.1", 5001))
         await app(scope, receive, send)
         metrics = (await client.get("/metrics")).text
     assert sent[0]["status"] == 499
