@@ -111,3 +111,14 @@ def test_trainers_download_say_one_gpu_and_podman_keeps_the_healthcheck() -> Non
     assert "ARG TORCH_INDEX_URL" in dockerfile and "LABEL dermafake.stage=build" in dockerfile
     assert "chown dermafake:dermafake /artifacts /data" in dockerfile
     assert "podman build --format docker" in (REPO / "deploy/container-smoke.sh").read_text()
+
+
+def test_torch_floor_has_the_weights_only_fix() -> None:
+    """torch.load(weights_only=True) could be bypassed before 2.6 (CVE-2025-32434): resume
+    state is read with it, so older versions must not satisfy the requirement."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (torch_req,) = [d for d in deps if d.split(">")[0].strip() == "torch"]
+    floor = torch_req.split(">=")[1].split(",")[0].strip()
+    assert tuple(int(x) for x in floor.split(".")[:2]) >= (2, 6), torch_req

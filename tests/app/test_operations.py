@@ -18,6 +18,7 @@ from app.api.schemas import MAX_SEED
 from app.main import create_app
 from app.ratelimit import RateLimiter
 from app.settings import Settings
+from bench.soak import png_header
 from tests.app.conftest import (
     NPR_NAME,
     Checkpoints,
@@ -304,3 +305,15 @@ def test_schema_declares_auth_only_when_a_key_is_set(npr_only: Callable) -> None
     assert form["properties"]["files"]["maxItems"] == 16 and not form["additionalProperties"]
     n = next(p for p in open_schema["paths"]["/generate"]["get"]["parameters"] if p["name"] == "n")
     assert n["schema"]["maximum"] == 16  # the server's max_generate_n
+
+
+def test_default_pixel_limit_is_what_the_models_need(npr_only: Callable) -> None:
+    """12 MP by default (a 4000x3000 phone photo), read from the header before decoding: a
+    14 MP upload costs the server nothing but the header."""
+    settings = npr_only()
+    assert Settings.model_fields["max_pixels"].default == settings.max_pixels == 12_000_000
+    with ready_client(create_app(settings)) as client:
+        big = client.post("/detect", files={"file": ("a.png", png_header(4000, 3500))})
+        ok = client.post("/detect", files={"file": ("b.png", image_bytes("PNG", (400, 300)))})
+    assert big.status_code == 422 and "14000000 pixels, limit 12000000" in big.json()["detail"]
+    assert ok.status_code == 200
