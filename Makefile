@@ -61,7 +61,7 @@ serve: $(STAMP)
 
 # A few minutes of mixed valid and hostile traffic against a real server (not part of `make test`):
 # fails on any server error, lost request or memory growth. Figures: docs/BENCHMARKS.md.
-IMAGES ?= $(DATA)/images
+IMAGES ?= $(DATA)
 SOAK_SECONDS ?= 180
 soak: $(STAMP)
 	$(PY) -m bench.soak --artifacts $(ARTIFACTS) --images $(IMAGES) --seconds $(SOAK_SECONDS) \

@@ -43,7 +43,7 @@ from training.common import write_json
 @dataclass
 class Config:
     artifacts: Path = Path("artifacts")
-    images: Path = Path("data/ham10000/images")
+    images: Path = Path("data/ham10000")
     seconds: float = 180.0
     concurrency: int = 64
     hostile: float = 0.3
@@ -60,7 +60,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     a = p.add_argument
     a("--artifacts", type=Path, default=d.artifacts, help="pipeline output folder to serve")
-    a("--images", type=Path, default=d.images, help="folder of real .jpg/.png images to upload")
+    a(
+        "--images",
+        type=Path,
+        default=d.images,
+        help="folder with real .jpg/.png images (searched recursively)",
+    )
     a("--seconds", type=float, default=d.seconds, help="how long the load runs")
     a("--concurrency", type=int, default=d.concurrency, help="clients sending back to back")
     a("--hostile", type=float, default=d.hostile, help="share of hostile requests (0-1)")
@@ -195,7 +200,9 @@ async def _sample_rss(pid: int, samples: list[tuple[float, float]], deadline: fl
 
 
 async def soak(base: str, pid: int, cfg: Config) -> dict:
-    files = sorted(p for p in cfg.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    files = sorted(p for p in cfg.images.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    if not files:
+        raise SystemExit(f"no .jpg or .png images under {cfg.images}: pass --images")
     rng = random.Random(cfg.seed)
     photos = [p.read_bytes() for p in rng.sample(files, k=min(64, len(files)))]
     tally, samples = Tally(), []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import model_speed, service_speed
+from bench import model_speed, service_speed, soak
 from tests.app.conftest import Checkpoints, image_bytes
 
 
@@ -66,3 +66,29 @@ def test_service_speed_runs_the_real_server_batched_and_unbatched(
     top = result["batched"]["detect"][-1]["images_per_s"]
     raw = result["raw"]["detector_images_per_s"]
     assert result["ratios"]["detect_c4_vs_raw_model"] == pytest.approx(top / raw, rel=0.02)
+
+
+def test_soak_sends_every_kind_and_judges_the_server(
+    checkpoints: Checkpoints, tmp_path: Path
+) -> None:
+    """A few seconds of the soak against the test checkpoints: every request answered, no
+    server error, every hostile kind refused with its 4xx (or a 503 when saturated)."""
+    images = tmp_path / "uploads" / "nested"
+    images.mkdir(parents=True)
+    for i in range(4):
+        (images / f"{i}.jpg").write_bytes(image_bytes("JPEG", seed=i))
+    out = tmp_path / "soak.json"
+    args = ["--artifacts", str(checkpoints.artifacts), "--images", str(tmp_path / "uploads")]
+    args += ["--seconds", "6", "--concurrency", "6", "--hostile", "0.6", "--out", str(out)]
+    cfg = soak.parse_args(args)
+    cfg.env["DERMAFAKE_GENERATOR_PATH"] = str(checkpoints.generator)
+    cfg.env["DERMAFAKE_DETECTORS"] = str(checkpoints.npr)
+    assert soak.main(cfg) == 0
+    result = json.loads(out.read_text())
+    assert result["requests"] > 0 and result["server_error_count"] == 0
+    assert result["lost_count"] == 0 and result["ready_after"] is True
+    expected = {"gif": "415", "not an image": "415", "bad n": "422", "wrong field": "422"}
+    for kind, status in expected.items():
+        if kind in result["by_kind"]:
+            assert set(result["by_kind"][kind]) <= {status, "503"}, (kind, result["by_kind"])
+    assert result["rss_mb"]["start"] > 0
