@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.host = ModelHost(settings, metrics)
     app.state.admission = gate = AdmissionGate(settings.max_inflight_requests)
+    app.state.explain_gate = AdmissionGate(settings.max_concurrent_explains)
     metrics.in_flight.set_function(lambda: gate.in_flight)
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)

@@ -118,6 +118,18 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.explanations = Histogram(
+            "dermafake_explain_duration_seconds",
+            "Time to compute one saliency map (one image, one model), off the batched path.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.explain_rejected = Counter(
+            "dermafake_explain_rejected_total",
+            "/detect?explain=true requests refused with 503: max_concurrent_explains in flight.",
+            registry=r,
+        )
         self.verdicts = Counter(
             "dermafake_verdicts_total",
             "Images answered by /detect, by overall verdict (all the models asked, combined).",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from models.runtime import (
     to_device,
     to_input,
 )
+from models.saliency import Saliency, explain
 
 ARCHITECTURES = {"detector": "vgg16", "npr": "npr", "generator": "sngan"}  # old checkpoints
 logger = logging.getLogger(__name__)
@@ -161,6 +163,8 @@ class DetectorRunner(Runner):
         self.operating_point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
         self.evaluation: dict[str, Any] | None = None  # held-out figures, set by the service
         self.path: Path | None = None  # the checkpoint file, when loaded from one
+        self._explainer: nn.Module | None = None
+        self._explainer_lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(
@@ -214,6 +218,18 @@ class DetectorRunner(Runner):
         rows = logits.view(-1, v)[: len(images)].cpu().tolist()
         p = self.operating_point.probability
         return [DetectorScore(p(r[0]), p(r[1]) if v > 1 else None) for r in rows]
+
+    def explain(self, views: torch.Tensor) -> Saliency:
+        """Where the evidence lies in an image's model view (the first of its views), on an
+        fp32 eager copy of the model loaded on first use: the served copy may be compiled or
+        bf16 and has no gradients. CPU, off the batched path (``Services.explain``)."""
+        with self._explainer_lock:
+            if self._explainer is None:
+                if self.path is None:
+                    raise RuntimeError(f"{self.name}: no checkpoint file to explain with")
+                self._explainer, _ = load_model(self.path, self.meta.kind)
+        view = views if views.dim() == 3 else views[0]
+        return explain(self._explainer, normalize(view, self.preprocess)[None])
 
     def example(self, n: int) -> list[torch.Tensor]:
         size = self.preprocess.image_size

@@ -24,6 +24,7 @@ from app.runners import DetectorRunner, DetectorScore, GeneratorRunner, Runner
 from app.settings import Settings
 from models.preprocessing import encode, to_pil
 from models.runtime import InferenceOptions, dtype_name, resolve_device, resolve_dtype
+from models.saliency import Saliency
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class Services:
     detect_batchers: dict[str, Batcher[torch.Tensor, DetectorScore]]  # one per detector
     generate_batcher: Batcher[int, torch.Tensor]  # seed -> uint8 image
     image_pool: ThreadPoolExecutor
+    explain_pool: ThreadPoolExecutor  # saliency maps: off the batched path, one at a time
+    metrics: Metrics
     ready: bool = field(default=False)
 
     @classmethod
@@ -131,6 +134,8 @@ class Services:
             detect_batchers={d.name: batcher(d.name, d) for d in detectors},
             generate_batcher=batcher(generator.name, generator),
             image_pool=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="image"),
+            explain_pool=ThreadPoolExecutor(1, thread_name_prefix="explain"),
+            metrics=metrics,
         )
         for runner in runners:
             info = runner.info()
@@ -217,6 +222,27 @@ class Services:
             )
         )
 
+    async def explain(
+        self, detectors: Sequence[DetectorRunner], images: Sequence[dict[Any, torch.Tensor]]
+    ) -> list[list[Saliency]]:
+        """A saliency map per model and image, ``[model][image]``, one after another on the
+        explain thread (each is a backward pass: never on a model's batching thread)."""
+        loop = asyncio.get_running_loop()
+
+        def timed(detector: DetectorRunner, views: torch.Tensor) -> Saliency:
+            start = time.perf_counter()
+            saliency = detector.explain(views)
+            self.metrics.explanations.labels(detector.name).observe(time.perf_counter() - start)
+            return saliency
+
+        return [
+            [
+                await loop.run_in_executor(self.explain_pool, timed, d, im[d.preprocess])
+                for im in images
+            ]
+            for d in detectors
+        ]
+
     def room_for(self, runners: Sequence[Runner], n: int = 1) -> bool:
         """Whether every one of these models' queues has room for ``n`` more images now."""
         batchers = {**self.detect_batchers, self.generator.name: self.generate_batcher}
@@ -227,7 +253,8 @@ class Services:
         self.ready = False
         for batcher in self.batchers:
             await batcher.stop()
-        await asyncio.to_thread(self.image_pool.shutdown, wait=True)
+        for pool in (self.image_pool, self.explain_pool):
+            await asyncio.to_thread(pool.shutdown, wait=True)
 
 
 def _encode(pixels: torch.Tensor, fmt: str) -> bytes:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0)
     retry_after_s: int = Field(1, ge=0)
     decode_threads: int = Field(2, ge=1)
+    # /detect?explain=true runs saliency maps outside the batched path (one fp32 eager backward
+    # pass per image and model, on its own thread); this many such requests at once, then 503.
+    max_concurrent_explains: int = Field(2, ge=1)
 
     # Admission: requests to /detect and /generate in flight at once (reading, decoding, queued
     # or running); one more is a 503 with Retry-After before its body is read.

@@ -146,4 +146,40 @@ async def admission(request: Request, settings: SettingsDep) -> AsyncIterator[No
         gate.leave()
 
 
+async def explain_slot(
+    request: Request,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    explain: Annotated[
+        bool,
+        Query(
+            description="also return, per image and model, a saliency map (Grad-CAM on the "
+            "last convolutional block) and the model's view of the image; slower, computed "
+            "outside the batched path, at most DERMAFAKE_MAX_CONCURRENT_EXPLAINS at once"
+        ),
+    ] = False,
+) -> AsyncIterator[bool]:
+    """Whether to explain; 503 + Retry-After before the upload is read when the explain slots
+    are taken (each explanation is a backward pass per image and model)."""
+    if not explain:
+        yield False
+        return
+    gate = request.app.state.explain_gate
+    if not gate.try_enter():
+        metrics.explain_rejected.inc()
+        raise HTTPException(
+            503,
+            f"explanations busy: {settings.max_concurrent_explains} in progress; retry, or "
+            "ask without ?explain=true",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+    try:
+        yield True
+    finally:
+        gate.leave()
+
+
+ExplainDep = Annotated[bool, Depends(explain_slot)]
+
+
 MODEL_ROUTE_CHECKS = [Depends(require_api_key), Depends(rate_limit), Depends(admission)]

@@ -12,6 +12,21 @@ MAX_SEED = 2**32 - 1  # fits a JSON number exactly in every client
 Label = Literal["synthetic", "real", "inconclusive"]
 
 
+class Explanation(BaseModel):
+    """Where one model's evidence for *synthetic* lies in one image (``?explain=true``)."""
+
+    method: Literal["grad-cam", "input-gradient"]
+    layer: str = Field(description="the block the map is computed on ('input' for gradients)")
+    size: int = Field(description="side of both PNGs: the model input's size")
+    heatmap: str = Field(
+        description="base64 PNG, greyscale, the model input's size: brighter = more evidence "
+        "for synthetic (normalised to the image's own maximum; all black when there is none)"
+    )
+    input: str = Field(
+        description="base64 PNG of what the model saw (its crop of the upload), to overlay on"
+    )
+
+
 class ModelScore(BaseModel):
     """One detector's answer for one image, at that detector's own operating point."""
 
@@ -39,6 +54,9 @@ class ModelScore(BaseModel):
         "real below; equal to threshold when the model has no inconclusive band"
     )
     verdict: Label
+    explanation: Explanation | None = Field(
+        None, description="with ?explain=true: the model's saliency map for this image"
+    )
 
 
 class Verdict(BaseModel):

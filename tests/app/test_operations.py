@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import threading
@@ -12,7 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.api.schemas import MAX_SEED
 from app.main import create_app
@@ -21,6 +24,7 @@ from app.settings import Settings
 from bench.soak import png_header
 from tests.app.conftest import (
     NPR_NAME,
+    VGG_NAME,
     Checkpoints,
     http_scope,
     image_bytes,
@@ -317,3 +321,46 @@ def test_default_pixel_limit_is_what_the_models_need(npr_only: Callable) -> None
         ok = client.post("/detect", files={"file": ("b.png", image_bytes("PNG", (400, 300)))})
     assert big.status_code == 422 and "14000000 pixels, limit 12000000" in big.json()["detail"]
     assert ok.status_code == 200
+
+
+# --- explanations ------------------------------------------------------------------------------
+
+
+def test_explain_returns_a_map_and_the_view_per_model_and_image(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with ready_client(create_app(make_settings())) as client:
+        files = [("files", (f"{i}.png", image_bytes(seed=i), "image/png")) for i in range(2)]
+        plain = client.post("/detect", files=files).json()
+        explained = client.post("/detect?explain=true", files=files).json()
+        metrics = client.get("/metrics").text
+    for before, after in zip(plain["results"], explained["results"], strict=True):
+        for a, b in zip(before["scores"], after["scores"], strict=True):
+            assert a["explanation"] is None
+            assert b["probability_synthetic"] == pytest.approx(a["probability_synthetic"], abs=1e-5)
+            e = b["explanation"]
+            assert e["method"] == "grad-cam"
+            assert e["layer"] == ("layer2" if b["model"] == NPR_NAME else "backbone.features.29")
+            heat = Image.open(io.BytesIO(base64.b64decode(e["heatmap"])))
+            view = Image.open(io.BytesIO(base64.b64decode(e["input"])))
+            assert heat.mode == "L" and heat.size == view.size == (e["size"], e["size"])
+            assert np.asarray(heat).max() in (0, 255)  # normalised to its own maximum
+    for model in (NPR_NAME, VGG_NAME):
+        assert metric_value(metrics, "dermafake_explain_duration_seconds_count", model=model) == 2
+
+
+async def test_explanations_have_their_own_concurrency_limit(npr_only: Callable) -> None:
+    async with running_app(npr_only(max_concurrent_explains=1)) as (app, client):
+        pool = app.state.host.services.explain_pool
+        gate = threading.Event()
+        pool.submit(gate.wait, 30)  # the explain thread is busy: the first request waits
+        first = asyncio.ensure_future(client.post("/detect?explain=true", files=UPLOAD))
+        await _until(lambda: app.state.explain_gate.in_flight == 1)
+        busy = await client.post("/detect?explain=true", files=UPLOAD)
+        plain = await client.post("/detect", files=UPLOAD)  # scoring alone is unaffected
+        gate.set()
+        assert (await first).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    assert busy.status_code == 503 and "explanations busy" in busy.json()["detail"]
+    assert busy.headers["Retry-After"] == "1" and plain.status_code == 200
+    assert metric_value(metrics, "dermafake_explain_rejected_total") == 1

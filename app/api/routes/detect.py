@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import base64
 
-from app.api.deps import MetricsDep, SelectedDetectorsDep, ServicesDep
+import numpy as np
+import torch
+from fastapi import APIRouter, Request
+from PIL import Image
+
+from app.api.deps import ExplainDep, MetricsDep, SelectedDetectorsDep, ServicesDep
 from app.api.disconnect import unless_disconnected
-from app.api.schemas import DetectResponse, ErrorBody, ModelScore, Verdict
+from app.api.schemas import DetectResponse, ErrorBody, Explanation, ModelScore, Verdict
 from app.api.uploads import OPENAPI_BODY, DecodedImagesDep
 from models.operating_point import overall_verdict
+from models.preprocessing import encode, to_pil
+from models.saliency import Saliency
 
 router = APIRouter(tags=["detect"])
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 429, 503, 504)}
@@ -17,6 +24,7 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 
 @router.post("/detect", response_model=DetectResponse, responses=ERRORS, openapi_extra=OPENAPI_BODY)
 async def detect(
     request: Request,
+    explain: ExplainDep,  # before the upload is read: a busy explainer refuses at once
     images: DecodedImagesDep,
     detectors: SelectedDetectorsDep,
     services: ServicesDep,
@@ -28,13 +36,15 @@ async def detect(
     (models.operating_point.overall_verdict). Top-level ``probability_synthetic``,
     ``threshold`` and ``model_version`` are the first model's. An unknown model name is a 404
     that lists the served ones."""
-    probabilities = await unless_disconnected(
-        request, services.detect(detectors, [im.pixels for im in images])
+    pixels = [im.pixels for im in images]
+    probabilities = await unless_disconnected(request, services.detect(detectors, pixels))
+    maps = (
+        await unless_disconnected(request, services.explain(detectors, pixels)) if explain else None
     )
     results = []
     for i, image in enumerate(images):
         scores = []
-        for detector, per_image in zip(detectors, probabilities, strict=True):
+        for m, (detector, per_image) in enumerate(zip(detectors, probabilities, strict=True)):
             score = per_image[i]
             verdict = detector.verdict(score)
             metrics.detector_verdicts.labels(detector.name, verdict).inc()
@@ -47,6 +57,9 @@ async def detect(
                     threshold=detector.threshold,
                     inconclusive_below=detector.operating_point.band_low,
                     verdict=verdict,
+                    explanation=None
+                    if maps is None
+                    else _explanation(maps[m][i], pixels[i][detector.preprocess]),
                 )
             )
         label = overall_verdict(
@@ -64,3 +77,19 @@ async def detect(
             )
         )
     return DetectResponse(model_version=detectors[0].version, results=results)
+
+
+def _png(image: Image.Image) -> str:
+    return base64.b64encode(encode(image, "png")).decode()
+
+
+def _explanation(saliency: Saliency, views: torch.Tensor) -> Explanation:
+    view = views if views.dim() == 3 else views[0]
+    heat = Image.fromarray((saliency.heatmap * 255 + 0.5).astype(np.uint8), mode="L")
+    return Explanation(
+        method=saliency.method,  # type: ignore[arg-type]
+        layer=saliency.layer,
+        size=int(view.shape[-1]),
+        heatmap=_png(heat),
+        input=_png(to_pil(view)),
+    )
