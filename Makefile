@@ -10,7 +10,7 @@ PROFILE ?= quick
 # DOWNLOAD=1: fetch HAM10000 into DATA and the ImageNet VGG16 weights when missing.
 DOWNLOAD_FLAG := $(if $(filter 1 yes true,$(DOWNLOAD)),--download,)
 
-.PHONY: install test lint format demo pipeline check rehearse serve soak
+.PHONY: install test lint format demo pipeline check rehearse serve soak browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,3 +66,9 @@ SOAK_SECONDS ?= 180
 soak: $(STAMP)
 	$(PY) -m bench.soak --artifacts $(ARTIFACTS) --images $(IMAGES) --seconds $(SOAK_SECONDS) \
 	  --out bench/results/soak.json
+
+# The page's tests drive Debian's chromium through chromedriver (tests/app/test_page.py); they
+# skip, saying why, where neither is installed. Needs root and apt.
+browser:
+	@command -v chromedriver >/dev/null && command -v chromium >/dev/null || { \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; }

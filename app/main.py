@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from app.admission import AdmissionGate
 from app.api.errors import install_error_handlers
 from app.api.routes import api_router
+from app.api.routes.page import static_files
 from app.host import ModelHost
 from app.limits import BodySizeLimitMiddleware
 from app.metrics import Metrics, RequestMetricsMiddleware
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response gets its id
     app.include_router(api_router)
+    app.mount("/static", static_files(), name="static")
     install_openapi(app, settings)
     return app
 
