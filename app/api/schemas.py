@@ -180,7 +180,10 @@ class ModelList(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    detail: str = Field(description="what is wrong, and where it helps, what to do")
+    detail: str | list[dict[str, Any]] = Field(
+        description="what is wrong, and where it helps, what to do; for a malformed parameter "
+        "or body, FastAPI's list of validation errors (loc, msg, type)"
+    )
     request_id: str | None = Field(
         None, description="the request's X-Request-ID (also a response header): quote it"
     )

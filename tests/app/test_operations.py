@@ -307,6 +307,10 @@ def test_schema_declares_auth_only_when_a_key_is_set(npr_only: Callable) -> None
     form = body["multipart/form-data"]["schema"]
     assert form["minProperties"] == form["maxProperties"] == 1  # file or files, not both
     assert form["properties"]["files"]["maxItems"] == 16 and not form["additionalProperties"]
+    detect_params = {p["name"] for p in open_schema["paths"]["/detect"]["post"]["parameters"]}
+    assert {"explain", "model"} <= detect_params
+    assert "heatmap" in open_schema["components"]["schemas"]["Explanation"]["properties"]
+    assert "/" not in open_schema["paths"]  # the page is not part of the API
     n = next(p for p in open_schema["paths"]["/generate"]["get"]["parameters"] if p["name"] == "n")
     assert n["schema"]["maximum"] == 16  # the server's max_generate_n
 
