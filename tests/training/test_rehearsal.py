@@ -21,39 +21,32 @@ from tests.training.ham_like import ham_archive, serve, vgg16_shaped_weights, we
 REPO = Path(__file__).resolve().parents[2]
 
 
+def rehearse(
+    root: Path, data_source: str, weights_url: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``training.pipeline --profile paper-rehearsal --download`` as a user runs it, with the
+    torch hub cache and outputs under ``root``."""
+    env = {**os.environ, "TORCH_HOME": str(root / "torch"), "PYTHONUNBUFFERED": "1"}
+    args = ["--data", str(root / "data"), "--out", str(root / "artifacts")]
+    args += ["--profile", "paper-rehearsal", "--device", "cpu", "--download", "--quiet"]
+    args += ["--data-source", data_source, "--weights-url", weights_url]
+    return subprocess.run(
+        [sys.executable, "-m", "training.pipeline", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("rehearsal")
     weights = vgg16_shaped_weights()
     name = weights_name(weights)
-    env = {**os.environ, "TORCH_HOME": str(root / "torch"), "PYTHONUNBUFFERED": "1"}
     with serve(ham_archive(), extra={name: weights}) as server:
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "training.pipeline",
-                "--data",
-                str(root / "data"),
-                "--out",
-                str(root / "artifacts"),
-                "--profile",
-                "paper-rehearsal",
-                "--device",
-                "cpu",
-                "--download",
-                "--data-source",
-                server.url,
-                "--weights-url",
-                f"{server.url}/{name}",
-                "--quiet",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        r = rehearse(root, server.url, f"{server.url}/{name}", timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return {
         "root": root,
@@ -104,35 +97,9 @@ async def test_the_rehearsed_models_are_served(rehearsal: dict) -> None:
 
 
 def test_a_second_run_finds_everything_and_downloads_nothing(rehearsal: dict) -> None:
-    root = rehearsal["root"]
-    env = {**os.environ, "TORCH_HOME": str(root / "torch")}
     unreachable = "http://127.0.0.1:9"  # nothing listens: any download attempt would fail
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.pipeline",
-            "--data",
-            str(root / "data"),
-            "--out",
-            str(rehearsal["out"]),
-            "--profile",
-            "paper-rehearsal",
-            "--device",
-            "cpu",
-            "--download",
-            "--data-source",
-            unreachable,
-            "--weights-url",
-            f"{unreachable}/{rehearsal['weights'].name}",
-            "--quiet",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    weights_url = f"{unreachable}/{rehearsal['weights'].name}"
+    r = rehearse(rehearsal["root"], unreachable, weights_url, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stdout.count("skipped") == 6 and "download" not in r.stdout
 
