@@ -384,7 +384,7 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     detect = spec["paths"]["/detect"]["post"]
     detect_body = detect["requestBody"]["content"]
     assert set(detect_body["multipart/form-data"]["schema"]["properties"]) == {"file", "files"}
-    assert [p["name"] for p in detect["parameters"]] == ["model"]
+    assert [p["name"] for p in detect["parameters"]] == ["explain", "model"]
     assert "404" in detect["responses"]
     schemas = spec["components"]["schemas"]
     assert set(schemas["ModelScore"]["properties"]) == {
@@ -395,6 +395,7 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
         "threshold",
         "inconclusive_below",
         "verdict",
+        "explanation",
     }
     assert schemas["Verdict"]["properties"]["scores"]["items"]["$ref"].endswith("/ModelScore")
     label = schemas["Verdict"]["properties"]["label"]
