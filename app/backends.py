@@ -27,20 +27,27 @@ logger = logging.getLogger(__name__)
 INT8_OPTIONS = dict(dtype=torch.float32, channels_last=False, compile=False)  # inputs stay fp32
 
 
-def torch_precision(settings: Settings) -> str:
+def torch_precision(precision: str) -> str:
     """The precision the torch models run in: int8's fallback and the generator are fp32."""
-    return "fp32" if settings.precision == "int8" else settings.precision
+    return "fp32" if precision == "int8" else precision
+
+
+def int8_gate(settings: Settings) -> Gate:
+    return Gate(settings.int8_min_agreement, settings.int8_max_auc_drop)
 
 
 def load_detector(
-    spec: DetectorSpec, settings: Settings, options: InferenceOptions, buckets: Sequence[int]
+    spec: DetectorSpec,
+    options: InferenceOptions,
+    buckets: Sequence[int],
+    precision: str,
+    gate: Gate,
 ) -> DetectorRunner:
-    """The runner for one detector: its int8 file when asked for and it passes, else torch."""
-    wanted = settings.precision == "int8" or (
-        settings.precision == "auto" and options.device.type == "cpu"
-    )
+    """The runner for one detector: its int8 file when asked for and it passes ``gate``, else
+    torch with ``options`` (``precision`` as the setting, ``options`` as it resolved)."""
+    wanted = precision == "int8" or (precision == "auto" and options.device.type == "cpu")
     path = quantized_path(spec.path)
-    if not wanted or (settings.precision == "auto" and not path.is_file()):
+    if not wanted or (precision == "auto" and not path.is_file()):
         return DetectorRunner.from_checkpoint(spec.path, options, buckets, spec.name)
     problem = None
     if options.device.type != "cpu":
@@ -53,7 +60,6 @@ def load_detector(
         except QuantizedModelError as exc:
             problem = str(exc)
         else:
-            gate = Gate(settings.int8_min_agreement, settings.int8_max_auc_drop)
             problem = gate_problem(model.meta, spec.meta, gate)  # type: ignore[arg-type]
             if problem is None:
                 runner = DetectorRunner(

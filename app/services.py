@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from app.backends import load_detector, torch_precision
+from app.backends import int8_gate, load_detector, torch_precision
 from app.batching import Batcher, CallTiming
 from app.discovery import find_detectors
 from app.metrics import Metrics
@@ -79,13 +79,16 @@ class Services:
         """Load every detector and the generator onto the device, warm each up, start one
         batcher per model; ``progress`` hears each step (what /readyz says meanwhile)."""
         device = resolve_device(settings.device)
-        dtype = resolve_dtype(torch_precision(settings), device)
+        dtype = resolve_dtype(torch_precision(settings.precision), device)
         options = InferenceOptions(device, dtype, settings.channels_last, settings.compile)
+        gate = int8_gate(settings)
         specs = await asyncio.to_thread(find_detectors, settings)  # headers only: fails fast
         progress(f"loading {len(specs)} detector(s) and the generator")
         *detectors, generator = await asyncio.gather(
             *(
-                asyncio.to_thread(load_detector, spec, settings, options, settings.buckets)
+                asyncio.to_thread(
+                    load_detector, spec, options, settings.buckets, settings.precision, gate
+                )
                 for spec in specs
             ),
             asyncio.to_thread(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.backends import load_detector
-from app.discovery import read_detector
+from app.backends import int8_gate, load_detector
+from app.discovery import DetectorSpec, read_detector
 from app.runners import DetectorRunner
 from app.settings import Settings
 from models.checkpoint import load_model, save_model
@@ -23,6 +23,11 @@ from tests.app.conftest import image_bytes, running_app
 from training.quantize import write_quantized
 
 CPU = InferenceOptions(torch.device("cpu"))
+
+
+def serve(spec: DetectorSpec, settings: Settings) -> DetectorRunner:
+    """The runner the service would build for this detector under these settings."""
+    return load_detector(spec, CPU, (), settings.precision, int8_gate(settings))
 
 
 def _recorded(int8_npr: Path) -> float:
@@ -58,7 +63,7 @@ def test_a_passing_int8_file_is_served_and_its_verdicts_agree_with_fp32(
     int8_npr: Path, make_settings: Callable[..., Settings]
 ) -> None:
     spec = read_detector(int8_npr)
-    runner = load_detector(spec, _passing(make_settings, int8_npr), CPU, ())
+    runner = serve(spec, _passing(make_settings, int8_npr))
     reference = DetectorRunner.from_checkpoint(int8_npr, CPU)
     assert runner.int8 is not None and runner.int8_refused is None
     info = runner.info()
@@ -85,7 +90,7 @@ def test_a_stale_int8_file_from_other_weights_is_refused_and_fp32_served(
     int8_npr: Path, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     target = _copy(int8_npr, tmp_path / "retrained", other_weights=True)
-    runner = load_detector(read_detector(target), _passing(make_settings, int8_npr), CPU, ())
+    runner = serve(read_detector(target), _passing(make_settings, int8_npr))
     assert runner.int8 is None
     assert "quantized from other weights" in str(runner.int8_refused)
     assert (runner.info()["backend"], runner.info()["dtype"]) == ("torch", "fp32")
@@ -112,7 +117,7 @@ def test_the_default_gate_refuses_low_recorded_agreement(
         meta, agreement={**meta.agreement, "verdict_agreement": 1.0, **figures}
     )
     write_quantized(quantized_path(target), low, quantized_path(target))
-    runner = load_detector(read_detector(target), make_settings(precision="int8"), CPU, ())
+    runner = serve(read_detector(target), make_settings(precision="int8"))
     assert runner.int8 is None and reason in str(runner.int8_refused)
 
 
@@ -120,9 +125,9 @@ def test_auto_serves_torch_quietly_without_an_int8_file_and_int8_says_it_is_miss
     checkpoints, make_settings: Callable[..., Settings]
 ) -> None:
     spec = read_detector(checkpoints.npr)
-    quiet = load_detector(spec, make_settings(precision="auto"), CPU, ())
+    quiet = serve(spec, make_settings(precision="auto"))
     assert quiet.int8 is None and quiet.int8_refused is None
-    loud = load_detector(spec, make_settings(precision="int8"), CPU, ())
+    loud = serve(spec, make_settings(precision="int8"))
     assert loud.int8 is None and "no detector.int8.onnx" in str(loud.int8_refused)
 
 
