@@ -161,10 +161,10 @@ class DetectorRunner(Runner):
     ) -> None:
         super().__init__(model, meta, options, buckets, name)
         self.operating_point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
-        self.evaluation: dict[str, Any] | None = None  # held-out figures, set by the service
-        self.path: Path | None = None  # the checkpoint file, when loaded from one
         self.int8 = model if isinstance(model, OnnxDetector) else None
         self.int8_refused: str | None = None  # why an int8 file was not served (app.backends)
+        self.evaluation: dict[str, Any] | None = None  # held-out figures, set by the service
+        self.path: Path | None = None  # the checkpoint file, when loaded from one
 
     @classmethod
     def from_checkpoint(
