@@ -60,6 +60,7 @@ class Config:
     generate_n: int = 16
     precision: str = "auto"
     compare_precision: list[str] = field(default_factory=list)
+    int8_min_agreement: float = Gate.min_agreement
     compile: bool = True
     memory_settings: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
     raw_seconds: float = 10.0
@@ -94,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=[],
         help="precisions whose batched /detect and raw detector are measured too, same run",
     )
+    a(
+        "--int8-min-agreement",
+        type=float,
+        default=Gate.min_agreement,
+        help="the service's int8 gate (lower it to time an int8 file the default gate refuses)",
+    )
     a("--no-compile", dest="compile", action="store_false", help="serve eager, not compiled")
     a(
         "--memory-settings",
@@ -116,7 +123,8 @@ def raw_models(
     dtype = resolve_dtype(torch_precision(precision), device)
     options = InferenceOptions(device, dtype, channels_last=True, compile=cfg.compile)
     spec = read_detector(cfg.detector_path)
-    detector = load_detector(spec, options, [cfg.batch_size], precision, Gate())
+    gate = Gate(min_agreement=cfg.int8_min_agreement)
+    detector = load_detector(spec, options, [cfg.batch_size], precision, gate)
     pre, v = detector.preprocess, detector.operating_point.views
     # every view the service scores per image (two for a half-scale check), counted as one image
     batch = torch.stack(
@@ -160,6 +168,7 @@ def start_server(
         DERMAFAKE_MAX_GENERATE_N=str(cfg.generate_n),
         DERMAFAKE_PRECISION=precision,
         DERMAFAKE_COMPILE=str(compile).lower(),
+        DERMAFAKE_INT8_MIN_AGREEMENT=str(cfg.int8_min_agreement),
         DERMAFAKE_MAX_QUEUE_SIZE="1024",
         DERMAFAKE_REQUEST_TIMEOUT_S="600",
         DERMAFAKE_LOG_LEVEL="warning",
