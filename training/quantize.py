@@ -8,9 +8,10 @@ both models and record how often the served verdicts agree and how much ROC-AUC 
 file, ``detector.int8.onnx``, goes beside ``detector.safetensors`` with all of that in its
 metadata (``models.quantized``); the service serves it only when those figures pass its gate.
 
-Why ONNX Runtime: on the 2-core CPUs this project runs on it was the fastest int8 path at both
-batch 1 and batch 16 (docs/BENCHMARKS.md), needs no per-batch-size compilation at start-up, and
-its files are plain protobuf (no pickle).
+Why ONNX Runtime: on the 2-core AVX2 CPU of issue 16's trial it was the fastest int8 path at
+batch 1 and batch 16 (torchao PT2E + inductor close at 16, half its speed at 1); on an AVX-512
+VNNI one it runs ~2x native bf16 (docs/BENCHMARKS.md); it needs no per-batch-size compilation
+at start-up, and its files are plain protobuf (no pickle).
 
     python -m training.quantize --checkpoint artifacts/detector/detector.safetensors \\
         artifacts/general/detector.safetensors --data data/ham10000
