@@ -8,7 +8,8 @@ logit per image, turned into a calibrated P(synthetic) by the checkpoint's own o
 :func:`models.runtime.prepare_for_inference` (served dtype, channels_last, optionally
 ``torch.compile`` with freezing); when compiled, every batch is padded to one of a few bucket
 sizes, each compiled by :meth:`Runner.warmup` before the service reports ready, so no request
-ever waits for a compilation.
+ever waits for a compilation. A detector's int8 ONNX file (``models.quantized.OnnxDetector``,
+chosen by ``app.backends``) runs in the same runner, uncompiled and unpadded.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from models.checkpoint import CheckpointMeta, load_model
 from models.noise import seed_noise
 from models.operating_point import OperatingPoint, Verdict
 from models.preprocessing import normalize, to_uint8
+from models.quantized import OnnxDetector
 from models.runtime import (
     InferenceOptions,
     pad_to_bucket,
@@ -161,6 +163,8 @@ class DetectorRunner(Runner):
     ) -> None:
         super().__init__(model, meta, options, buckets, name)
         self.operating_point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+        self.int8 = model if isinstance(model, OnnxDetector) else None
+        self.int8_refused: str | None = None  # why an int8 file was not served (app.backends)
         self.evaluation: dict[str, Any] | None = None  # held-out figures, set by the service
         self.path: Path | None = None  # the checkpoint file, when loaded from one
         self._explainer: nn.Module | None = None
@@ -185,13 +189,22 @@ class DetectorRunner(Runner):
     def threshold(self) -> float:
         return self.operating_point.threshold
 
+    @property
+    def version(self) -> str:
+        return super().version + ("-int8" if self.int8 else "")
+
     def verdict(self, score: DetectorScore) -> Verdict:
         return self.operating_point.verdict(score.probability, score.half_scale)
 
     def info(self) -> dict[str, Any]:
         op = self.operating_point
+        int8 = self.int8.meta if self.int8 is not None else None
         return {
             **super().info(),
+            **({"dtype": "int8"} if int8 else {}),
+            "backend": "onnxruntime" if int8 else "torch",
+            "int8": {"file": self.int8.path.name, **dataclasses.asdict(int8)} if int8 else None,
+            "int8_refused": self.int8_refused,
             "threshold": op.threshold,
             "inconclusive_below": op.band_low,
             "target_fpr": op.target_fpr,

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from app.backends import int8_gate, load_detector, torch_precision
 from app.batching import Batcher, CallTiming
 from app.discovery import find_detectors
 from app.metrics import Metrics
@@ -81,14 +82,15 @@ class Services:
         """Load every detector and the generator onto the device, warm each up, start one
         batcher per model; ``progress`` hears each step (what /readyz says meanwhile)."""
         device = resolve_device(settings.device)
-        dtype = resolve_dtype(settings.precision, device)
+        dtype = resolve_dtype(torch_precision(settings.precision), device)
         options = InferenceOptions(device, dtype, settings.channels_last, settings.compile)
+        gate = int8_gate(settings)
         specs = await asyncio.to_thread(find_detectors, settings)  # headers only: fails fast
         progress(f"loading {len(specs)} detector(s) and the generator")
         *detectors, generator = await asyncio.gather(
             *(
                 asyncio.to_thread(
-                    DetectorRunner.from_checkpoint, spec.path, options, settings.buckets, spec.name
+                    load_detector, spec, options, settings.buckets, settings.precision, gate
                 )
                 for spec in specs
             ),

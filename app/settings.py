@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from models.runtime import bucket_sizes
 
 Device = Literal["auto", "cpu", "cuda"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 LogFormat = Literal["json", "text"]
 
 
@@ -35,7 +35,16 @@ class Settings(BaseSettings):
     device: Device = "auto"
     # auto: bf16 where native (CUDA, AVX-512 BF16/AMX CPUs), else fp32; reduced precision casts
     # the weights (half the memory). Defaults measured: docs/BENCHMARKS.md.
+    # int8: each detector's int8 file (detector.int8.onnx beside it, from training.quantize) on
+    # ONNX Runtime, on the CPU, if it passes the gate below; a detector whose file is missing or
+    # fails is served in fp32 and the log and /v1/models say why. auto does the same on a CPU
+    # for the detectors that have a passing int8 file (int8 measured fastest on every CPU tried)
+    # and picks bf16/fp32 as above for the rest. The generator is never int8 (fp32 under int8).
     precision: Precision = "auto"
+    # The gate: an int8 file is served only if it came from the served checkpoint's weights
+    # (SHA-256) and its held-out verdicts agreed with fp32's this often, ROC-AUC within this.
+    int8_min_agreement: float = Field(0.995, ge=0, le=1)
+    int8_max_auc_drop: float = Field(0.002, ge=0)
     channels_last: bool = True
     compile: bool = True  # torch.compile + inductor freezing; compiles every bucket at start-up
     batch_buckets: list[int] | None = None  # None: 1, 2, 4, ... up to max_batch_size if compiled

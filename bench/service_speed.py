@@ -7,12 +7,16 @@ the same run.
 2. ``python -m app`` on a free loopback port with batching on, then with ``max_batch_size=1``
    (one forward per request): a bounded number of ``/detect`` requests at each concurrency (p50,
    p99, images/s), and ``/generate?n=16`` with the same bound.
+   With ``--compare-precision``, the batched runs and the raw detector again for each precision
+   listed (e.g. the int8 service against today's fp32 one), ratios against the first.
 3. Resident memory (VmRSS) of the service with both models loaded and warm, for each
    ``--memory-settings`` entry (precision/compile), after a few requests.
 
 Every request loop is bounded in count and in time; loopback only. Prints the ratios, writes JSON.
 
     python -m bench.service_speed --artifacts artifacts --out bench/results/service.json
+    python -m bench.service_speed --artifacts artifacts --precision int8 \
+        --compare-precision fp32 bf16 --memory-settings --out bench/results/service_int8.json
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ import httpx
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.runners import DetectorRunner, GeneratorRunner, Runner
+from app.backends import load_detector, torch_precision
+from app.discovery import read_detector
+from app.runners import GeneratorRunner, Runner
 from bench import server
 from bench.machine import describe
 from bench.timing import timed
 from models.preprocessing import encode, load_rgb, model_views, normalize, to_pil
+from models.quantized import Gate
 from models.runtime import InferenceOptions, bucket_sizes, resolve_device, resolve_dtype
 from training.common import write_json
 
@@ -52,6 +59,8 @@ class Config:
     max_wait_ms: float | None = None
     generate_n: int = 16
     precision: str = "auto"
+    compare_precision: list[str] = field(default_factory=list)
+    int8_min_agreement: float = Gate.min_agreement
     compile: bool = True
     memory_settings: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
     raw_seconds: float = 10.0
@@ -79,7 +88,19 @@ def parse_args(argv: list[str] | None = None) -> Config:
     a("--batch-size", type=int, default=Config.batch_size, help="service max_batch_size when on")
     a("--max-wait-ms", type=float, default=None, help="service max_wait_ms (default: its own)")
     a("--generate-n", type=int, default=Config.generate_n, help="images per /generate request")
-    a("--precision", default="auto", help="auto, fp32, bf16 or fp16 (as DERMAFAKE_PRECISION)")
+    a("--precision", default="auto", help="auto, fp32, bf16, fp16, int8 (DERMAFAKE_PRECISION)")
+    a(
+        "--compare-precision",
+        nargs="*",
+        default=[],
+        help="precisions whose batched /detect and raw detector are measured too, same run",
+    )
+    a(
+        "--int8-min-agreement",
+        type=float,
+        default=Gate.min_agreement,
+        help="the service's int8 gate (lower it to time an int8 file the default gate refuses)",
+    )
     a("--no-compile", dest="compile", action="store_false", help="serve eager, not compiled")
     a(
         "--memory-settings",
@@ -92,14 +113,18 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return Config(**vars(p.parse_args(argv)))
 
 
-def raw_models(cfg: Config, images: list[bytes]) -> Callable[[], dict[str, float]]:
+def raw_models(
+    cfg: Config, images: list[bytes], precision: str
+) -> tuple[Callable[[], dict[str, float]], str]:
     """A measurement of the models alone, prepared (and compiled) once by the service's own
-    runners with the service's options; call it before and after the HTTP runs."""
+    runners with the service's options (call it before and after the HTTP runs), and the
+    detector's backend (an int8 file refused by the default gate is served by torch)."""
     device = resolve_device("auto")
-    options = InferenceOptions(
-        device, resolve_dtype(cfg.precision, device), channels_last=True, compile=cfg.compile
-    )
-    detector = DetectorRunner.from_checkpoint(cfg.detector_path, options, [cfg.batch_size])
+    dtype = resolve_dtype(torch_precision(precision), device)
+    options = InferenceOptions(device, dtype, channels_last=True, compile=cfg.compile)
+    spec = read_detector(cfg.detector_path)
+    gate = Gate(min_agreement=cfg.int8_min_agreement)
+    detector = load_detector(spec, options, [cfg.batch_size], precision, gate)
     pre, v = detector.preprocess, detector.operating_point.views
     # every view the service scores per image (two for a half-scale check), counted as one image
     batch = torch.stack(
@@ -129,7 +154,7 @@ def raw_models(cfg: Config, images: list[bytes]) -> Callable[[], dict[str, float
             ),
         }
 
-    return measure
+    return measure, detector.info()["backend"]
 
 
 def start_server(
@@ -143,6 +168,7 @@ def start_server(
         DERMAFAKE_MAX_GENERATE_N=str(cfg.generate_n),
         DERMAFAKE_PRECISION=precision,
         DERMAFAKE_COMPILE=str(compile).lower(),
+        DERMAFAKE_INT8_MIN_AGREEMENT=str(cfg.int8_min_agreement),
         DERMAFAKE_MAX_QUEUE_SIZE="1024",
         DERMAFAKE_REQUEST_TIMEOUT_S="600",
         DERMAFAKE_LOG_LEVEL="warning",
@@ -237,6 +263,24 @@ def generate_load(url: str, cfg: Config) -> dict:
     return {"n": cfg.generate_n, **summarise(lat, elapsed, cfg.generate_n)}
 
 
+def compare(cfg: Config, images: list[bytes], precision: str) -> dict:
+    """The batched service and its raw detector at another precision, for the ratios."""
+    measure_raw, backend = raw_models(cfg, images, precision)
+    raw = measure_raw()["detector_images_per_s"]
+    del measure_raw
+    proc, url, startup_s = start_server(cfg, cfg.batch_size, precision, cfg.compile)
+    out: dict = {"backend": backend, "startup_s": round(startup_s, 1), "detect": []}
+    try:
+        for c in cfg.concurrency:
+            out["detect"].append(detect_load(url, images, c, cfg))
+            print(f"{precision:9s} /detect c={c:2d}: {out['detect'][-1]}", flush=True)
+        out["memory"] = memory_mib(proc.pid)
+    finally:
+        server.stop(proc)
+    out["raw_detector_images_per_s"] = round(raw, 2)
+    return out
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
@@ -252,7 +296,7 @@ def main(cfg: Config) -> dict:
         "machine": describe(device),
         "served_buckets": list(bucket_sizes(cfg.batch_size)) if cfg.compile else [],
     }
-    measure_raw = raw_models(cfg, images)
+    measure_raw, result["backend"] = raw_models(cfg, images, cfg.precision)
     raw_before = measure_raw()
     print("raw models (before):", {k: round(v, 2) for k, v in raw_before.items()}, flush=True)
 
@@ -280,6 +324,8 @@ def main(cfg: Config) -> dict:
     result["raw_after"] = {k: round(v, 2) for k, v in raw_after.items()}
     del measure_raw
 
+    result["compare"] = {p: compare(cfg, images, p) for p in cfg.compare_precision}
+
     result["memory"] = {}
     for name in cfg.memory_settings:
         precision, _, eager = name.partition("_")
@@ -303,6 +349,15 @@ def main(cfg: Config) -> dict:
             result["batched"]["generate"]["images_per_s"], raw["generator_images_per_s"]
         ),
     }
+    for p, other in result["compare"].items():
+        row = next(r for r in other["detect"] if r["concurrency"] == top)
+        result["ratios"] |= {
+            f"detect_c{top}_vs_{p}": ratio(batched["images_per_s"], row["images_per_s"]),
+            f"detect_c{top}_p99_vs_{p}": ratio(batched["p99_s"], row["p99_s"]),
+            f"raw_detector_vs_{p}": ratio(
+                raw["detector_images_per_s"], other["raw_detector_images_per_s"]
+            ),
+        }
     print("ratios:", result["ratios"], flush=True)
     if cfg.out:
         write_json(cfg.out, result)

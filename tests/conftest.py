@@ -60,3 +60,12 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
     from tests.app.conftest import write_checkpoints
 
     return write_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def int8_npr(ham_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small NPR checkpoint with its int8 file beside it, written by training.quantize
+    (tests/app/conftest.py)."""
+    from tests.app.conftest import write_int8_npr
+
+    return write_int8_npr(tmp_path_factory.mktemp("int8"), ham_dir)

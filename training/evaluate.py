@@ -130,6 +130,18 @@ def held_out_test(
     """The test images a checkpoint never saw: its lesion split's ``detector_test`` photos and
     the test split of every source it names (plus ``synthetic`` as ``sngan``, for checkpoints
     from before named sources)."""
+    return checkpoint_sets(meta, data, synthetic, {"test": limit}, seed)["test"]
+
+
+def checkpoint_sets(
+    meta: CheckpointMeta,
+    data: Path,
+    synthetic: Path | None = None,
+    limits: dict[str, int] | None = None,
+    seed: int = 0,
+) -> dict[str, DetectorData]:
+    """The train/val/test images of a checkpoint's own split (real lesions and every fake
+    source it names), rebuilt from its metadata; ``limits`` caps each split per class."""
     info = (meta.extra or {}).get("sources")
     named = dict(Sources.from_dict(info).train) if info else {}
     if info:
@@ -139,7 +151,7 @@ def held_out_test(
     if not named:
         raise ValueError("the checkpoint names no fake sources: pass the synthetic folder")
     split, fractions = _split_of(meta)
-    return detector_sets(data, Sources(named), split, fractions, {"test": limit}, seed)["test"]
+    return detector_sets(data, Sources(named), split, fractions, limits, seed)
 
 
 def all_sources(detectors: list[Loaded], extra: dict[str, Path]) -> dict[str, Path]:

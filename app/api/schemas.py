@@ -169,7 +169,16 @@ class ModelInfo(BaseModel):
         "other real photos, resampling control; null when not evaluated",
     )
     device: str
-    dtype: str
+    dtype: str = Field(description="fp32, bf16, fp16 (torch) or int8 (ONNX Runtime)")
+    backend: str = Field("torch", description="torch, or onnxruntime for an int8 detector")
+    int8: dict[str, Any] | None = Field(
+        None,
+        description="the int8 file served: source weights' SHA-256, calibration set, toolchain "
+        "and versions, held-out agreement with fp32 (training.quantize)",
+    )
+    int8_refused: str | None = Field(
+        None, description="why this detector's int8 file was not served (it serves fp32)"
+    )
     channels_last: bool
     compile: bool
     batch_buckets: list[int]  # batch sizes compiled at start-up; empty when not compiled

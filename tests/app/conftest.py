@@ -273,3 +273,31 @@ def http_scope(
         "server": ("test", 80),
         "state": {},
     }
+
+
+INT8_NAME = "npr-int8"
+INT8_OPERATING_POINT = {**NPR_OPERATING_POINT, "half_scale_threshold": 0.5}  # both views scored
+
+
+def write_int8_npr(root: Path, data: Path) -> Path:
+    """A small NPR checkpoint whose fake source is a folder of generated images of its own,
+    quantized by ``training.quantize`` (calibrated on its validation split, agreement measured on
+    its test split): ``root/npr-int8/detector.safetensors`` with ``detector.int8.onnx`` beside."""
+    from training.quantize import main, parse_args
+
+    synthetic = root / "synthetic"
+    synthetic.mkdir(parents=True)
+    for i in range(60):
+        (synthetic / f"{i:03d}.png").write_bytes(image_bytes(size=(72, 64), seed=500 + i))
+    model, pre = npr_model()
+    path = root / INT8_NAME / "detector.safetensors"
+    extra = {
+        "name": INT8_NAME,
+        "architecture": "npr",
+        "operating_point": INT8_OPERATING_POINT,
+        "sources": {"train": {"sngan": str(synthetic)}, "held_out": {}},
+    }
+    save_model(path, model, pre, threshold=INT8_OPERATING_POINT["threshold"], extra=extra)
+    args = ["--checkpoint", str(path), "--data", str(data), "--quiet"]
+    main(parse_args([*args, "--calibration-images", "8", "--test-limit", "24"]))
+    return path

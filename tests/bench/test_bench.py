@@ -43,6 +43,17 @@ def test_model_speed_compares_models_in_one_run(tmp_path: Path) -> None:
     assert gen["ratio_vs_npr"] == pytest.approx(gen["images_per_s"] / npr["images_per_s"], abs=0.01)
 
 
+def test_model_speed_measures_onnx_runtime_int8_in_the_same_run(tmp_path: Path) -> None:
+    args = ["--model", "npr", "--image-size", "32", "--batch-sizes", "2", "--repeats", "3"]
+    args += ["--settings", "fp32", "ort_int8", "--seconds", "0.05"]
+    rows = model_speed.main(model_speed.parse_args(args))
+    assert [r["setting"] for r in rows] == ["fp32", "ort_int8"]
+    fp32, int8 = rows
+    assert len(int8["runs"]) == 3 and int8["images_per_s"] == sorted(int8["runs"])[1]
+    ratio = int8["images_per_s"] / fp32["images_per_s"]
+    assert int8["ratio_vs_fp32"] == pytest.approx(ratio, abs=0.01)
+
+
 def test_service_speed_runs_the_real_server_batched_and_unbatched(
     checkpoints: Checkpoints, tmp_path: Path
 ) -> None:

@@ -1,0 +1,76 @@
+"""training.quantize on a real (small) NPR checkpoint: the int8 file lands beside it, says where
+it came from, and carries agreement figures that were actually measured."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import load_model, read_meta
+from models.quantized import OnnxDetector, quantized_path
+from training.detector_data import load_views
+from training.evaluate import checkpoint_sets
+from training.quantize import model_inputs
+
+
+def test_the_int8_file_sits_beside_its_checkpoint_and_names_its_source(int8_npr: Path) -> None:
+    path = quantized_path(int8_npr)
+    assert path == int8_npr.parent / "detector.int8.onnx"
+    assert path.read_bytes()[:1] != b"\x80"  # protobuf, not a pickle
+    meta = OnnxDetector(path).meta
+    source = read_meta(int8_npr)
+    assert meta.source_sha256 == source.weights_sha256
+    assert meta.source_file == int8_npr.name and meta.kind == "npr"
+    assert meta.toolchain["onnxruntime"] == importlib_metadata.version("onnxruntime")
+    assert meta.toolchain["torch"] == torch.__version__
+    report = json.loads((int8_npr.parent / "quantize.json").read_text())
+    assert report["result"]["source_sha256"] == source.weights_sha256
+
+
+def test_calibration_uses_validation_images_of_both_classes_never_test(
+    int8_npr: Path, ham_dir: Path
+) -> None:
+    meta = OnnxDetector(quantized_path(int8_npr)).meta
+    source = read_meta(int8_npr)
+    sets = checkpoint_sets(source, ham_dir, None, {"val": 8, "test": 24})
+    calibration = meta.calibration
+    assert calibration["split"] == "val"
+    assert (calibration["real"], calibration["synthetic"]) == (
+        len(sets["val"].real),
+        len(sets["val"].synthetic),
+    )
+    assert calibration["real"] > 0 and calibration["synthetic"] > 0
+    assert calibration["views"] == 2 * (calibration["real"] + calibration["synthetic"])
+    assert not set(sets["val"].real) & set(sets["test"].real)
+    assert not set(sets["val"].synthetic) & set(sets["test"].synthetic)
+
+
+def test_agreement_figures_are_measured_on_the_held_out_test_set(
+    int8_npr: Path, ham_dir: Path
+) -> None:
+    """The recorded figures are recounted here from both models on the same test images."""
+    figures = OnnxDetector(quantized_path(int8_npr)).meta.agreement
+    sets = checkpoint_sets(read_meta(int8_npr), ham_dir, None, {"test": 24})
+    assert figures["real"] == len(sets["test"].real) > 0
+    assert figures["synthetic"] == len(sets["test"].synthetic) > 0
+    assert figures["images"] == figures["real"] + figures["synthetic"]
+    n = figures["images"]
+    assert figures["verdict_agreement"] == (n - figures["verdicts_differing"]) / n
+    assert figures["roc_auc_drop"] == figures["roc_auc_fp32"] - figures["roc_auc_int8"]
+    assert 0 < figures["max_abs_probability_diff"] < 0.2  # int8 moved it, but not far
+
+
+def test_int8_logits_follow_the_fp32_model_on_test_images(int8_npr: Path, ham_dir: Path) -> None:
+    """Logits spread with std 2 (tests/app/conftest.py): int8 must track them closely."""
+    model, meta = load_model(int8_npr)
+    int8 = OnnxDetector(quantized_path(int8_npr))
+    test = checkpoint_sets(meta, ham_dir, None, {"test": 12})["test"]
+    _, views = load_views([*test.real, *test.synthetic], meta.preprocess_config, quiet=True)
+    x = model_inputs(views, meta.preprocess_config)
+    with torch.inference_mode():
+        want, got = model(x), int8(x)
+    assert got.shape == want.shape == (len(x),)
+    assert torch.corrcoef(torch.stack([want, got]))[0, 1] > 0.99

@@ -1,0 +1,318 @@
+"""Quantize detectors to int8 for CPU serving, and measure that their verdicts still agree.
+
+For each checkpoint: export the fp32 model to ONNX (batch size dynamic), quantize it statically
+with ONNX Runtime (QDQ; int8 per-channel weights, uint8 activations) calibrated on the
+checkpoint's own **validation** images of both classes (never its test set), then score its
+**held-out test set** (real test lesions and the test split of every fake source it names) with
+both models and record how often the served verdicts agree and how much ROC-AUC moved. The int8
+file, ``detector.int8.onnx``, goes beside ``detector.safetensors`` with all of that in its
+metadata (``models.quantized``); the service serves it only when those figures pass its gate.
+
+Why ONNX Runtime: on the 2-core AVX2 CPU of issue 16's trial it was the fastest int8 path at
+batch 1 and batch 16 (torchao PT2E + inductor close at 16, half its speed at 1); on an AVX-512
+VNNI one it runs ~2x native bf16 (docs/BENCHMARKS.md); it needs no per-batch-size compilation
+at start-up, and its files are plain protobuf (no pickle).
+
+    python -m training.quantize --checkpoint artifacts/detector/detector.safetensors \\
+        artifacts/general/detector.safetensors --data data/ham10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.checkpoint import CheckpointMeta, code_version, load_model
+from models.operating_point import OperatingPoint
+from models.preprocessing import PreprocessConfig, normalize
+from models.quantized import (
+    INPUT_NAME,
+    METADATA_KEY,
+    Gate,
+    OnnxDetector,
+    QuantizedMeta,
+    gate_problem,
+    quantized_path,
+)
+from training.common import write_json
+from training.detector_data import DetectorData, load_views
+from training.evaluate import checkpoint_sets
+from training.metrics import roc_auc
+from training.scoring import calibrated, predict_view_logits, verdicts
+
+logger = logging.getLogger(__name__)
+TOOLCHAIN = "onnxruntime static QDQ"
+
+
+@dataclass
+class QuantizeConfig:
+    checkpoints: list[Path] = field(default_factory=list)
+    data: Path = Path("data/ham10000")
+    synthetic: Path | None = None  # for checkpoints that name no fake sources
+    calibration_images: int = 64  # per class and per fake source, from the validation split
+    test_limit: int = 0  # images per class and per source for the agreement (0: all)
+    reduce_range: bool = False  # 7-bit weights: for CPUs without VNNI if agreement drops
+    min_agreement: float = Gate.min_agreement
+    max_auc_drop: float = Gate.max_auc_drop
+    batch_size: int = 16
+    seed: int = 0
+    quiet: bool = False
+
+
+def parse_args(argv: list[str] | None = None) -> QuantizeConfig:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    a = p.add_argument
+    a(
+        "--checkpoint",
+        dest="checkpoints",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="detector .safetensors files; each gets a detector.int8.onnx beside it",
+    )
+    a("--data", type=Path, default=QuantizeConfig.data, help="HAM10000 folder they trained on")
+    a(
+        "--synthetic",
+        type=Path,
+        default=None,
+        help="synthetic folder, for checkpoints from before named fake sources",
+    )
+    a(
+        "--calibration-images",
+        type=int,
+        default=QuantizeConfig.calibration_images,
+        help="validation images per class (and per fake source) to calibrate on",
+    )
+    a(
+        "--test-limit",
+        type=int,
+        default=0,
+        help="held-out test images per class and source for the agreement (0: all)",
+    )
+    a(
+        "--reduce-range",
+        action="store_true",
+        help="7-bit weights (CPUs without VNNI can saturate 8-bit products)",
+    )
+    a(
+        "--min-agreement",
+        type=float,
+        default=Gate.min_agreement,
+        help="verdict agreement the service's default gate asks for (reported here)",
+    )
+    a(
+        "--max-auc-drop",
+        type=float,
+        default=Gate.max_auc_drop,
+        help="ROC-AUC drop the service's default gate allows (reported here)",
+    )
+    a("--batch-size", type=int, default=QuantizeConfig.batch_size, help="scoring batch size")
+    a("--seed", type=int, default=0, help="seed of the image subsamples")
+    a("--quiet", action="store_true", help="no progress bars")
+    return QuantizeConfig(**vars(p.parse_args(argv)))
+
+
+def export_onnx(model: nn.Module, size: int, path: Path) -> None:
+    """The fp32 model as ONNX with a dynamic batch dimension (one file, weights inline)."""
+    example = torch.zeros(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(
+        model.eval(),
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=["logit"],
+        dynamic_shapes={"x": {0: batch}},
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+
+
+def model_inputs(views: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tensor:
+    """Normalised float inputs (N * V, 3, S, S): every view the service would score."""
+    return normalize(views.flatten(0, 1), preprocess)
+
+
+def quantize_onnx(
+    fp32: Path, out: Path, calibration: torch.Tensor, batch_size: int, reduce_range: bool
+) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration.split(batch_size))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.batches, None)
+            return None if x is None else {INPUT_NAME: x.numpy()}
+
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=reduce_range,
+    )
+
+
+def agreement(
+    reference: nn.Module,
+    quantized: nn.Module,
+    meta: CheckpointMeta,
+    test: DetectorData,
+    cfg: QuantizeConfig,
+) -> dict[str, Any]:
+    """Verdicts and ROC-AUC of both models on the held-out test set, at the checkpoint's own
+    operating point (threshold, inconclusive band, half-scale check)."""
+    pre = meta.preprocess_config
+    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+    _, views = load_views([*test.real, *test.synthetic], pre, desc="test", quiet=cfg.quiet)
+    views = views[:, : point.views]
+    labels = np.array([0] * len(test.real) + [1] * len(test.synthetic))
+    cpu = torch.device("cpu")
+    scores = {}
+    for name, model in (("fp32", reference), ("int8", quantized)):
+        logits = predict_view_logits(
+            model,
+            views,
+            pre,
+            cpu,
+            torch.float32,
+            batch_size=cfg.batch_size,
+            channels_last=False,
+            desc=f"scoring {name}",
+            quiet=cfg.quiet,
+        )
+        p = calibrated(point, logits)
+        half = p[:, 1] if point.views > 1 else None
+        scores[name] = (p[:, 0], verdicts(point, p[:, 0], half))
+    (p32, v32), (p8, v8) = scores["fp32"], scores["int8"]
+    same = np.array([a == b for a, b in zip(v32, v8, strict=True)])
+    auc32, auc8 = roc_auc(labels, p32), roc_auc(labels, p8)
+    return {
+        "set": "held-out test (real test lesions + every named source's test split)",
+        "images": len(labels),
+        "real": len(test.real),
+        "synthetic": len(test.synthetic),
+        "verdict_agreement": float(same.mean()) if len(same) else float("nan"),
+        "verdicts_differing": int((~same).sum()),
+        "roc_auc_fp32": auc32,
+        "roc_auc_int8": auc8,
+        "roc_auc_drop": auc32 - auc8,
+        "max_abs_probability_diff": float(np.abs(p32 - p8).max()) if len(p8) else 0.0,
+        "mean_abs_probability_diff": float(np.abs(p32 - p8).mean()) if len(p8) else 0.0,
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {"torch": torch.__version__}
+    for package in ("onnxruntime", "onnx", "onnxscript"):
+        try:
+            out[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            out[package] = "absent"
+    return out
+
+
+def write_quantized(model_file: Path, meta: QuantizedMeta, out: Path) -> None:
+    """The int8 model with its metadata, written atomically (a half-written file never sits
+    where the service looks)."""
+    import onnx
+
+    proto = onnx.load(str(model_file))
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
+    tmp = out.with_name(out.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    tmp.chmod(0o644)
+    tmp.replace(out)
+
+
+def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
+    """Quantize one detector, measure it, write ``detector.int8.onnx`` beside it."""
+    start = time.perf_counter()
+    model, meta = load_model(checkpoint)
+    pre = meta.preprocess_config
+    limits = {"val": cfg.calibration_images, "test": cfg.test_limit}
+    sets = checkpoint_sets(meta, cfg.data, cfg.synthetic, limits, cfg.seed)
+    val = sets["val"]
+    if not val.real or not val.synthetic:
+        raise SystemExit(f"{checkpoint}: its validation split lacks real or synthetic images")
+    _, views = load_views([*val.real, *val.synthetic], pre, desc="calibration", quiet=cfg.quiet)
+    calibration = model_inputs(views, pre)
+    out = quantized_path(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="quantize-", dir=out.parent) as tmp:
+        fp32_file, int8_file = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(model, pre.image_size, fp32_file)
+        quantize_onnx(fp32_file, int8_file, calibration, cfg.batch_size, cfg.reduce_range)
+        quantized = OnnxDetector(int8_file, require_meta=False)
+        figures = agreement(model, quantized, meta, sets["test"], cfg)
+        result = QuantizedMeta(
+            source_sha256=meta.weights_sha256,
+            source_file=checkpoint.name,
+            kind=meta.kind,
+            calibration={
+                "split": "val",
+                "real": len(val.real),
+                "synthetic": len(val.synthetic),
+                "sources": sorted(set(val.source)),
+                "views": int(calibration.shape[0]),
+            },
+            toolchain={
+                "name": TOOLCHAIN,
+                "format": "QDQ",
+                "weights": "int8, per channel" + (", reduced range" if cfg.reduce_range else ""),
+                "activations": "uint8, per tensor",
+                **versions(),
+            },
+            agreement=figures,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            code_version=code_version(),
+        )
+        write_quantized(int8_file, result, out)
+    problem = gate_problem(result, meta, Gate(cfg.min_agreement, cfg.max_auc_drop))
+    logger.info("%s: %s", out, figures)
+    print(
+        f"{out}: verdict agreement {figures['verdict_agreement']:.4f} on {figures['images']} "
+        f"held-out images, ROC-AUC {figures['roc_auc_fp32']:.4f} -> {figures['roc_auc_int8']:.4f}"
+        f" ({time.perf_counter() - start:.0f} s)",
+        flush=True,
+    )
+    if problem:
+        print(f"WARNING: the service's default gate will refuse {out}: {problem}", flush=True)
+    write_json(
+        out.with_name("quantize.json"),
+        {"config": dataclasses.asdict(cfg), "result": dataclasses.asdict(result)},
+    )
+    return result
+
+
+def main(cfg: QuantizeConfig) -> list[QuantizedMeta]:
+    torch.manual_seed(cfg.seed)
+    return [quantize_checkpoint(Path(c), cfg) for c in cfg.checkpoints]
+
+
+if __name__ == "__main__":
+    main(parse_args())
