@@ -11,7 +11,8 @@ data=$(realpath "${2:-../shared/data/ham10000-200x150}")
 base=${BASE_IMAGE:-localhost/debian-python:3.11}
 port=${PORT:-18080}
 command -v podman >/dev/null || { echo "podman not installed: skipping"; exit 77; }
-[ -f "$artifacts/detector/detector.safetensors" ] || { echo "no artifacts at $artifacts"; exit 2; }
+compgen -G "$artifacts/*/detector.safetensors" >/dev/null \
+  || { echo "no detector under $artifacts (*/detector.safetensors)"; exit 2; }
 
 # Local package sources, mounted read-only for the build, so torch is not downloaded again.
 mounts=()
