@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request
+from prometheus_client import Counter
 
+from app.admission import AdmissionGate
 from app.batching import Overloaded
 from app.host import ModelHost
 from app.metrics import Metrics
@@ -129,21 +132,30 @@ async def rate_limit(request: Request, settings: SettingsDep, metrics: MetricsDe
         )
 
 
-async def admission(request: Request, settings: SettingsDep) -> AsyncIterator[None]:
-    """At most ``max_inflight_requests`` model requests at once (reading, decoding, queued or
-    running); one more is a 503 + Retry-After before its body is read."""
-    gate = request.app.state.admission
+@asynccontextmanager
+async def _hold(
+    gate: AdmissionGate, refused: Counter, detail: str, retry_after_s: int
+) -> AsyncIterator[None]:
+    """A slot of ``gate`` for the rest of the request, or 503 + Retry-After at once (counted in
+    ``refused``) when none is free: before the request's body is read."""
     if not gate.try_enter():
-        request.app.state.metrics.admission_rejected.inc()
-        raise HTTPException(
-            503,
-            f"server busy: {settings.max_inflight_requests} requests in flight",
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
+        refused.inc()
+        raise HTTPException(503, detail, headers={"Retry-After": str(retry_after_s)})
     try:
         yield
     finally:
         gate.leave()
+
+
+async def admission(
+    request: Request, settings: SettingsDep, metrics: MetricsDep
+) -> AsyncIterator[None]:
+    """At most ``max_inflight_requests`` model requests at once (reading, decoding, queued or
+    running); one more is a 503 + Retry-After before its body is read."""
+    detail = f"server busy: {settings.max_inflight_requests} requests in flight"
+    gate, refused = request.app.state.admission, metrics.admission_rejected
+    async with _hold(gate, refused, detail, settings.retry_after_s):
+        yield
 
 
 async def explain_slot(
@@ -164,19 +176,13 @@ async def explain_slot(
     if not explain:
         yield False
         return
-    gate = request.app.state.explain_gate
-    if not gate.try_enter():
-        metrics.explain_rejected.inc()
-        raise HTTPException(
-            503,
-            f"explanations busy: {settings.max_concurrent_explains} in progress; retry, or "
-            "ask without ?explain=true",
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
-    try:
+    detail = (
+        f"explanations busy: {settings.max_concurrent_explains} in progress; retry, or ask "
+        "without ?explain=true"
+    )
+    gate, refused = request.app.state.explain_gate, metrics.explain_rejected
+    async with _hold(gate, refused, detail, settings.retry_after_s):
         yield True
-    finally:
-        gate.leave()
 
 
 ExplainDep = Annotated[bool, Depends(explain_slot)]

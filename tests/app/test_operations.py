@@ -109,8 +109,10 @@ async def test_requests_past_the_in_flight_limit_get_503_at_once(npr_only: Calla
             probe = await client.get("/readyz")  # probes are never gated
             gate.set()
             assert (await first).status_code == 200
+        refused = await client.post("/detect", files={"file": ("t.png", b"text", "image/png")})
         after = await client.post("/detect", files=UPLOAD)
         metrics = (await client.get("/metrics")).text
+    assert refused.status_code == 415  # a request that fails gives its slot back too
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
     assert "1 requests in flight" in busy.json()["detail"]
     assert also_busy.status_code == 503 and probe.status_code == 200
