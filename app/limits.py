@@ -18,6 +18,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.metrics import endpoint
+
 
 def too_large(limit: int) -> str:
     return f"request body too large: limit is {limit} bytes"
@@ -41,7 +43,7 @@ class BodySizeLimitMiddleware:
         async def receive_limited() -> Message:
             nonlocal received
             # Routing has run by the time anyone reads the body: the route says which limit.
-            limit = self.limits.get(getattr(scope.get("route"), "path", ""), self.default)
+            limit = self.limits.get(endpoint(scope), self.default)
             if declared is not None:
                 if not declared.isdigit():
                     raise HTTPException(400, "invalid Content-Length header")

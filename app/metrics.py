@@ -207,6 +207,13 @@ class BatchMetrics:
             self._wait.observe(wait)
 
 
+def endpoint(scope: Scope) -> str:
+    """The matched route's template (``/detect``), never the raw path (which a scanner or a
+    proxy prefix makes unbounded), else ``unmatched``: the label for metrics, logs and limits.
+    Routing fills it in, so it is known from the first read of the body on."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
 class RequestMetricsMiddleware:
     """Counts requests and times them, labelled by route template (never the raw path, so
     scanners probing random URLs cannot blow up label cardinality)."""
@@ -231,10 +238,6 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(endpoint, method, str(status)).inc()
-            self.metrics.request_latency.labels(endpoint, method).observe(
-                time.perf_counter() - start
-            )
+            route, method = endpoint(scope), scope.get("method", "")
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.request_latency.labels(route, method).observe(time.perf_counter() - start)

@@ -22,6 +22,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import CallTiming
+from app.metrics import endpoint
 
 HEADER = "X-Request-ID"
 _VALID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # no spaces or control bytes: safe in logs
@@ -100,11 +101,10 @@ class RequestContextMiddleware:
         else:
             _current.reset(token)
         finally:
-            route = scope.get("route")
             fields = {
                 "request_id": record.request_id,
                 "method": scope.get("method", ""),
-                "route": getattr(route, "path", None) or "unmatched",
+                "route": endpoint(scope),
                 "status": status,
                 "duration_s": round(time.perf_counter() - start, 4),
             }

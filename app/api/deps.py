@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from app.admission import AdmissionGate
 from app.batching import Overloaded
 from app.host import ModelHost
-from app.metrics import Metrics
+from app.metrics import Metrics, endpoint
 from app.ratelimit import retry_after
 from app.runners import DetectorRunner
 from app.services import Services, UnknownModel
@@ -122,8 +122,7 @@ async def rate_limit(request: Request, settings: SettingsDep, metrics: MetricsDe
         return
     wait = limiter.acquire(client_key(request, settings))
     if wait > 0:
-        route = getattr(request.scope.get("route"), "path", request.url.path)
-        metrics.rate_limited.labels(route).inc()
+        metrics.rate_limited.labels(endpoint(request.scope)).inc()
         raise HTTPException(
             429,
             f"rate limit exceeded: {settings.rate_limit_per_s:g} requests/s, burst "

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 
 from app.api.disconnect import ClientDisconnected
 from app.batching import BatcherClosed, BatchTimeout, Overloaded
+from app.metrics import endpoint
 from app.request_context import HEADER, current_request_id
 from models.preprocessing import InvalidImageError, UnsupportedFormatError
 
@@ -90,8 +91,7 @@ async def _invalid_image(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _disconnected(request: Request, exc: Exception) -> JSONResponse:
-    route = getattr(request.scope.get("route"), "path", "unmatched")
-    request.app.state.metrics.client_disconnects.labels(route).inc()
+    request.app.state.metrics.client_disconnects.labels(endpoint(request.scope)).inc()
     return error_response(CLIENT_CLOSED, str(exc) or "client closed the connection")
 
 
