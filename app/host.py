@@ -60,7 +60,6 @@ class ModelHost:
         self.draining = False
         self._reason = "loading models"
         self._task: asyncio.Task[None] | None = None
-        self._loaded = asyncio.Event()
 
     @property
     def status(self) -> Status:
@@ -83,13 +82,6 @@ class ModelHost:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._load(), name="model-loader")
-
-    async def wait_loaded(self, timeout_s: float | None = None) -> Services:
-        """The services once loaded (tests and tools; the server itself never waits)."""
-        async with asyncio.timeout(timeout_s):
-            await self._loaded.wait()
-        assert self.services is not None
-        return self.services
 
     def drain(self) -> None:
         """Stop admitting: model routes answer 503 from now on and /readyz turns 503."""
@@ -129,7 +121,6 @@ class ModelHost:
                 while artifact_fingerprint(settings) == seen:
                     await asyncio.sleep(settings.load_retry_s)
                 continue
-            self._loaded.set()
             return
 
     def _progress(self, step: str) -> None:

@@ -29,7 +29,7 @@ from app.discovery import read_detector
 from models.checkpoint import CheckpointMeta, load_model
 from models.noise import seed_noise
 from models.operating_point import OperatingPoint, Verdict
-from models.preprocessing import normalize, to_uint8
+from models.preprocessing import model_input, normalize, to_uint8
 from models.quantized import OnnxDetector
 from models.runtime import (
     InferenceOptions,
@@ -241,8 +241,7 @@ class DetectorRunner(Runner):
                 if self.path is None:
                     raise RuntimeError(f"{self.name}: no checkpoint file to explain with")
                 self._explainer, _ = load_model(self.path, self.meta.kind)
-        view = views if views.dim() == 3 else views[0]
-        return explain(self._explainer, normalize(view, self.preprocess)[None])
+        return explain(self._explainer, normalize(model_input(views), self.preprocess)[None])
 
     def example(self, n: int) -> list[torch.Tensor]:
         size = self.preprocess.image_size

@@ -245,10 +245,9 @@ class Services:
             for d in detectors
         ]
 
-    def room_for(self, runners: Sequence[Runner], n: int = 1) -> bool:
-        """Whether every one of these models' queues has room for ``n`` more images now."""
-        batchers = {**self.detect_batchers, self.generator.name: self.generate_batcher}
-        return all(batchers[r.name].has_room(n) for r in runners)
+    def room_for(self, detector: DetectorRunner) -> bool:
+        """Whether this detector's queue has room for one more image now."""
+        return self.detect_batchers[detector.name].has_room()
 
     async def stop(self) -> None:
         """Refuse new work (readyz turns 503); callers still waiting get 503; free the threads."""

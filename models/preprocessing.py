@@ -237,6 +237,12 @@ def model_views(img: Image.Image, config: PreprocessConfig) -> torch.Tensor:
     return views_from_canvas(model_canvas(img, config), config)
 
 
+def model_input(views: torch.Tensor) -> torch.Tensor:
+    """The model input among an image's views (:func:`model_views`, V, 3, S, S): the first; a
+    single (3, S, S) view is its own."""
+    return views if views.dim() == 3 else views[0]
+
+
 def model_pixels(img: Image.Image, config: PreprocessConfig) -> torch.Tensor:
     """Decoded RGB image -> uint8 (3, S, S) the way ``config`` says (crop mode, size)."""
     if config.crop == "native":

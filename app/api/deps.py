@@ -81,7 +81,7 @@ async def detect_room(services: ServicesDep, detectors: SelectedDetectorsDep) ->
     """503 before the upload is read or decoded when a model's queue is already full: a
     request that will be refused must not cost a decode first."""
     for detector in detectors:
-        if not services.room_for([detector]):
+        if not services.room_for(detector):
             raise Overloaded(detector.name, services.settings.retry_after_s)
 
 

@@ -14,7 +14,7 @@ from app.api.disconnect import unless_disconnected
 from app.api.schemas import DetectResponse, ErrorBody, Explanation, ModelScore, Verdict
 from app.api.uploads import OPENAPI_BODY, DecodedImagesDep
 from models.operating_point import overall_verdict
-from models.preprocessing import encode, to_pil
+from models.preprocessing import encode, model_input, to_pil
 from models.saliency import Saliency
 
 router = APIRouter(tags=["detect"])
@@ -84,7 +84,7 @@ def _png(image: Image.Image) -> str:
 
 
 def _explanation(saliency: Saliency, views: torch.Tensor) -> Explanation:
-    view = views if views.dim() == 3 else views[0]
+    view = model_input(views)
     heat = Image.fromarray((saliency.heatmap * 255 + 0.5).astype(np.uint8), mode="L")
     return Explanation(
         method=saliency.method,  # type: ignore[arg-type]
