@@ -57,16 +57,8 @@ def map_seconds(metrics: str) -> dict[str, float]:
 
 
 def main(cfg: Config) -> dict:
-    files = sorted(p for p in cfg.images.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
-    if not files:
-        raise SystemExit(f"no .jpg or .png images under {cfg.images}: pass --images")
-    uploads = [p.read_bytes() for p in files[: cfg.requests]]
-    env = {
-        "DERMAFAKE_ARTIFACTS_DIR": str(cfg.artifacts),
-        "DERMAFAKE_COMPILE": str(cfg.compile).lower(),
-        "DERMAFAKE_LOG_LEVEL": "warning",
-        **({"DERMAFAKE_DETECTORS": cfg.detectors} if cfg.detectors else {}),
-    }
+    uploads = [p.read_bytes() for p in server.images_under(cfg.images)[: cfg.requests]]
+    env = server.artifacts_env(cfg.artifacts, cfg.detectors, cfg.compile)
     proc, base, _ = server.start(env, timeout_s=900)
     latencies: dict[str, list[float]] = {"plain": [], "explain": []}
     try:

@@ -80,3 +80,22 @@ def stop(proc: subprocess.Popen) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def artifacts_env(artifacts: Path, detectors: str | None, compile: bool) -> dict[str, str]:
+    """Settings serving a pipeline's output folder (every detector, or the ``detectors``
+    named), quietly: the benchmarks that take ``--artifacts``."""
+    return {
+        "DERMAFAKE_ARTIFACTS_DIR": str(artifacts),
+        "DERMAFAKE_COMPILE": str(compile).lower(),
+        "DERMAFAKE_LOG_LEVEL": "warning",
+        **({"DERMAFAKE_DETECTORS": detectors} if detectors else {}),
+    }
+
+
+def images_under(folder: Path) -> list[Path]:
+    """Every .jpg and .png below ``folder`` (the official HAM10000 layout nests them), sorted."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    if not files:
+        raise SystemExit(f"no .jpg or .png images under {folder}: pass --images")
+    return files

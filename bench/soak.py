@@ -200,9 +200,7 @@ async def _sample_rss(pid: int, samples: list[tuple[float, float]], deadline: fl
 
 
 async def soak(base: str, pid: int, cfg: Config) -> dict:
-    files = sorted(p for p in cfg.images.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
-    if not files:
-        raise SystemExit(f"no .jpg or .png images under {cfg.images}: pass --images")
+    files = server.images_under(cfg.images)
     rng = random.Random(cfg.seed)
     photos = [p.read_bytes() for p in rng.sample(files, k=min(64, len(files)))]
     tally, samples = Tally(), []
@@ -235,13 +233,7 @@ async def soak(base: str, pid: int, cfg: Config) -> dict:
 
 
 def main(cfg: Config) -> int:
-    env = {
-        "DERMAFAKE_ARTIFACTS_DIR": str(cfg.artifacts),
-        "DERMAFAKE_COMPILE": str(cfg.compile).lower(),
-        "DERMAFAKE_LOG_LEVEL": "warning",
-        **({"DERMAFAKE_DETECTORS": cfg.detectors} if cfg.detectors else {}),
-        **cfg.env,
-    }
+    env = {**server.artifacts_env(cfg.artifacts, cfg.detectors, cfg.compile), **cfg.env}
     proc, base, ready_s = server.start(env, timeout_s=900)
     try:
         result = asyncio.run(soak(base, proc.pid, cfg))
