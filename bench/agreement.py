@@ -29,7 +29,7 @@ from models.checkpoint import read_meta
 from models.runtime import DTYPES, InferenceOptions, bucket_sizes, resolve_device
 from training.common import write_json
 from training.data import preload
-from training.evaluate import held_out_test
+from training.detector_data import held_out_test
 
 
 @dataclass

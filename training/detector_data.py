@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.checkpoint import CheckpointMeta
 from models.preprocessing import (
     InvalidImageError,
     PreprocessConfig,
@@ -257,3 +258,48 @@ class ImageBank:
             left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
             out[j] = img[:, top : top + size, left : left + size]
         return out
+
+
+def split_of(meta: CheckpointMeta) -> tuple[SplitConfig, tuple[float, ...]]:
+    """The lesion split and the fake sources' split fractions a checkpoint was trained with,
+    from its metadata (defaults for checkpoints from before they were recorded)."""
+    extra = meta.extra or {}
+    info = extra.get("split", {})
+    split = SplitConfig(
+        dict(info["fractions"]) if "fractions" in info else SplitConfig().fractions,
+        int(info.get("seed", 0)),
+    )
+    fractions = tuple(
+        extra.get("synthetic_split", {}).get("fractions", DEFAULT_SYNTHETIC_FRACTIONS)
+    )
+    return split, fractions
+
+
+def held_out_test(
+    meta: CheckpointMeta, data: Path, synthetic: Path | None = None, limit: int = 0, seed: int = 0
+) -> DetectorData:
+    """The test images a checkpoint never saw: its lesion split's ``detector_test`` photos and
+    the test split of every source it names (plus ``synthetic`` as ``sngan``, for checkpoints
+    from before named sources)."""
+    return checkpoint_sets(meta, data, synthetic, {"test": limit}, seed)["test"]
+
+
+def checkpoint_sets(
+    meta: CheckpointMeta,
+    data: Path,
+    synthetic: Path | None = None,
+    limits: dict[str, int] | None = None,
+    seed: int = 0,
+) -> dict[str, DetectorData]:
+    """The train/val/test images of a checkpoint's own split (real lesions and every fake
+    source it names), rebuilt from its metadata; ``limits`` caps each split per class."""
+    info = (meta.extra or {}).get("sources")
+    named = dict(Sources.from_dict(info).train) if info else {}
+    if info:
+        named.update(Sources.from_dict(info).held_out)
+    if synthetic is not None:
+        named.setdefault("sngan", synthetic)
+    if not named:
+        raise ValueError("the checkpoint names no fake sources: pass the synthetic folder")
+    split, fractions = split_of(meta)
+    return detector_sets(data, Sources(named), split, fractions, limits, seed)

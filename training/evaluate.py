@@ -48,16 +48,15 @@ from models.preprocessing import PreprocessConfig
 from models.runtime import PRECISIONS, resolve_device, resolve_dtype
 from training.augment import PERTURBATIONS
 from training.common import write_json
-from training.data import SplitConfig, list_images
+from training.data import list_images
 from training.detector_data import (
-    DEFAULT_SYNTHETIC_FRACTIONS,
-    DetectorData,
     Sources,
     add_named_dirs,
     detector_sets,
     load_views,
     parse_named_dir,
     perturbed_views,
+    split_of,
     unique_named,
 )
 from training.metrics import binary_report, nan_to_none, roc_auc, roc_curve
@@ -109,49 +108,6 @@ class Loaded:
         if s is not None and source in s.held_out:
             return "held out (validation)"
         return "unseen"
-
-
-def _split_of(meta: CheckpointMeta) -> tuple[SplitConfig, tuple[float, ...]]:
-    extra = meta.extra or {}
-    info = extra.get("split", {})
-    split = SplitConfig(
-        dict(info["fractions"]) if "fractions" in info else SplitConfig().fractions,
-        int(info.get("seed", 0)),
-    )
-    fractions = tuple(
-        extra.get("synthetic_split", {}).get("fractions", DEFAULT_SYNTHETIC_FRACTIONS)
-    )
-    return split, fractions
-
-
-def held_out_test(
-    meta: CheckpointMeta, data: Path, synthetic: Path | None = None, limit: int = 0, seed: int = 0
-) -> DetectorData:
-    """The test images a checkpoint never saw: its lesion split's ``detector_test`` photos and
-    the test split of every source it names (plus ``synthetic`` as ``sngan``, for checkpoints
-    from before named sources)."""
-    return checkpoint_sets(meta, data, synthetic, {"test": limit}, seed)["test"]
-
-
-def checkpoint_sets(
-    meta: CheckpointMeta,
-    data: Path,
-    synthetic: Path | None = None,
-    limits: dict[str, int] | None = None,
-    seed: int = 0,
-) -> dict[str, DetectorData]:
-    """The train/val/test images of a checkpoint's own split (real lesions and every fake
-    source it names), rebuilt from its metadata; ``limits`` caps each split per class."""
-    info = (meta.extra or {}).get("sources")
-    named = dict(Sources.from_dict(info).train) if info else {}
-    if info:
-        named.update(Sources.from_dict(info).held_out)
-    if synthetic is not None:
-        named.setdefault("sngan", synthetic)
-    if not named:
-        raise ValueError("the checkpoint names no fake sources: pass the synthetic folder")
-    split, fractions = _split_of(meta)
-    return detector_sets(data, Sources(named), split, fractions, limits, seed)
 
 
 def all_sources(detectors: list[Loaded], extra: dict[str, Path]) -> dict[str, Path]:
@@ -251,7 +207,7 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg)
     detectors = load_detectors(cfg, device)
-    split, fractions = _split_of(detectors[0].meta)
+    split, fractions = split_of(detectors[0].meta)
     sources = all_sources(detectors, cfg.sources)
     names = list(sources)
     test = detector_sets(

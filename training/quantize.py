@@ -46,8 +46,7 @@ from models.quantized import (
     quantized_path,
 )
 from training.common import write_json
-from training.detector_data import DetectorData, load_views
-from training.evaluate import checkpoint_sets
+from training.detector_data import DetectorData, checkpoint_sets, load_views
 from training.metrics import roc_auc
 from training.scoring import calibrated, predict_view_logits, verdicts
 

@@ -11,8 +11,7 @@ import torch
 
 from models.checkpoint import load_model, read_meta
 from models.quantized import OnnxDetector, quantized_path
-from training.detector_data import load_views
-from training.evaluate import checkpoint_sets
+from training.detector_data import checkpoint_sets, load_views
 from training.quantize import model_inputs
 
 
