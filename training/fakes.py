@@ -28,7 +28,6 @@ import csv
 import dataclasses
 import shutil
 import sys
-import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -70,6 +69,7 @@ from training.data import (
     subsample,
 )
 from training.losses import get_loss
+from training.progress import Progress
 from training.synthesize import noise_for
 from training.train_gan import random_flips
 
@@ -298,37 +298,18 @@ def train_until(
 ) -> TrainResult:
     """Call ``step_fn(k)`` for k = 0, 1, ... until the budget is spent.
 
-    The bar measures what actually limits the run: seconds against the time cap when there is
-    one (with the step count beside it), else steps against the step cap.
+    The bar (``training.progress``, as every training loop's) measures what limits the run:
+    seconds against the time cap when there is one, else steps against the step cap.
     """
-    timed = budget.seconds > 0
-    bar = tqdm(
-        total=budget.seconds if timed else budget.steps,
-        desc=desc,
-        unit="s" if timed else "step",
-        disable=quiet,
-        dynamic_ncols=True,
-        leave=False,
-        bar_format=(
-            "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} s{postfix}" if timed else None
-        ),
-    )
+    progress = Progress(budget.steps, 0, budget.seconds, quiet, desc)
     history: list[dict[str, float]] = []
-    t0 = time.perf_counter()
-    step, elapsed = 0, 0.0
-    while not budget.done(step, elapsed):
+    step = 0
+    while not budget.done(step, progress.elapsed()):
         history.append(step_fn(step))
         step += 1
-        elapsed = time.perf_counter() - t0
-        if timed:
-            bar.update(min(elapsed, budget.seconds) - bar.n)
-        else:
-            bar.update(1)
-        if not quiet:
-            shown = {k: f"{v:.4f}" for k, v in history[-1].items()}
-            cap = f"/{budget.steps}" if budget.steps > 0 else ""
-            bar.set_postfix(step=f"{step}{cap}", **shown, refresh=False)
-    bar.close()
+        progress.update(step, **{k: f"{v:.4f}" for k, v in history[-1].items()})
+    progress.close()
+    elapsed = progress.elapsed()
     return TrainResult(
         step, elapsed, budget.stopped_by(step), _mean(history[:SMOOTH]), _mean(history[-SMOOTH:])
     )

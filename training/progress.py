@@ -18,7 +18,8 @@ TIMED_FORMAT = (
 
 
 class Progress:
-    """``update(step, **postfix)`` after every step; ``out_of_time()`` ends a capped run."""
+    """``update(step, **postfix)`` after every step; ``out_of_time()`` ends a capped run.
+    ``total_steps`` 0 means no step cap (a run capped by time alone)."""
 
     def __init__(
         self, total_steps: int, start: int, limit_s: float, quiet: bool, desc: str = "training"
@@ -52,7 +53,8 @@ class Progress:
         done, elapsed = step - self.start, self.elapsed()
         if done <= 0 or elapsed <= 0:
             return self.total_steps
-        return min(self.total_steps, self.start + int(done / elapsed * self.limit_s))
+        pace = self.start + int(done / elapsed * self.limit_s)
+        return min(self.total_steps, pace) if self.total_steps > 0 else pace
 
     def update(self, step: int, **postfix: str) -> None:
         if self.timed:

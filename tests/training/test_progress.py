@@ -26,6 +26,14 @@ def test_a_time_capped_bar_counts_seconds_against_the_cap(capsys: pytest.Capture
     assert "100000" not in shown
 
 
+def test_a_run_capped_by_time_alone_projects_its_steps() -> None:
+    """The upsampler zoo's budget may be seconds only (0 steps: no step cap)."""
+    progress = Progress(0, 0, 120.0, quiet=True, desc="zoo")
+    progress.t0 -= 30.0  # 300 steps in 30 s
+    assert 1190 < progress.reachable(300) <= 1200
+    progress.close()
+
+
 def test_an_uncapped_bar_counts_steps(capsys: pytest.CaptureFixture) -> None:
     progress = Progress(10, 2, 0.0, quiet=False, desc="detector")
     progress.update(3, loss="0.5")
