@@ -77,8 +77,7 @@ class _Pending(Generic[T, R]):
     future: asyncio.Future[R]
     call: int  # one id per submit_many: the adaptive wait counts callers, not items
     enqueued: float = field(default_factory=time.perf_counter)
-    started: float | None = None  # when its forward pass started
-    batch: int | None = None  # which forward pass ran it
+    started: float | None = None  # when its forward pass started (one value per pass)
     run_s: float = 0.0
 
 
@@ -108,9 +107,8 @@ class Batcher(Generic[T, R]):
         self.max_busy_wait_s = max(max_busy_wait_s, max_wait_s)
         self._last_callers = 0
         self._calls = itertools.count()
-        self._batches = itertools.count()
         self._forming: list[_Pending[T, R]] = []  # taken off the queue, not yet running
-        self._batch_started: float | None = None  # monotonic start of the forward pass running
+        self._batch_started: float | None = None  # perf_counter start of the pass running
         self.max_queue_size = max_queue_size
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
@@ -135,7 +133,7 @@ class Batcher(Generic[T, R]):
         """How long the forward pass running now has run (0 when idle): liveness reads it, so
         a pass that hangs turns the process unhealthy instead of silently stalling."""
         started = self._batch_started
-        return 0.0 if started is None else time.monotonic() - started
+        return 0.0 if started is None else time.perf_counter() - started
 
     def has_room(self, n: int = 1) -> bool:
         """Whether ``n`` more items would be queued now; checked before a request does any work
@@ -196,7 +194,7 @@ class Batcher(Generic[T, R]):
                 elif not p.future.cancelled():
                     p.future.exception()  # mark retrieved: a shared batch error is reported once
         if timing is not None:
-            runs = {p.batch: p.run_s for p in pending}
+            runs = {p.started: p.run_s for p in pending if p.started is not None}
             waits = [p.started - p.enqueued for p in pending if p.started is not None]
             timing(CallTiming(max(waits, default=0.0), sum(runs.values())))
         return results
@@ -230,11 +228,9 @@ class Batcher(Generic[T, R]):
             self._last_callers = len({p.call for p in batch})
             if not batch:
                 continue  # every caller in it was cancelled or timed out
-            started = time.perf_counter()
-            self._batch_started = time.monotonic()
-            batch_id = next(self._batches)
+            started = self._batch_started = time.perf_counter()
             for p in batch:
-                p.started, p.batch = started, batch_id
+                p.started = started
             try:
                 results = await loop.run_in_executor(
                     self._executor, self.fn, [p.item for p in batch]
