@@ -158,6 +158,16 @@ def test_schemathesis_finds_no_contract_violations(
     assert " passed" in result.stdout
 
 
+def queued_images(base: str) -> float:
+    """Images waiting in the models' batch queues, from the server's own Prometheus scrape."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("dermafake_queue_depth{")
+    )
+
+
 def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_logs_json(
     checkpoints: Checkpoints, tmp_path: Path
 ) -> None:
@@ -203,6 +213,11 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_logs_json(
         for t in threads:
             t.start()
         time.sleep(3)  # well into steady load
+        # SIGTERM while images wait in a queue (the 300 ms batch wait keeps them there), not in the
+        # moment all eight clients are between answers: that moment made the test flaky
+        deadline = time.monotonic() + 30
+        while queued_images(base) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         sigterm_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         returncode = proc.wait(timeout=60)
