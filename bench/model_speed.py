@@ -8,10 +8,10 @@ Settings are names built from parts: ``fp32``/``bf16``/``fp16`` (weights and inp
 service does), ``_cl`` (channels_last), ``compile_`` (torch.compile with inductor freezing, one
 static graph per batch size). Each is prepared by the service's own
 :func:`models.runtime.prepare_for_inference`. ``ort_fp32`` and ``ort_int8`` are the model exported
-to ONNX and run by ONNX Runtime, ``ort_int8`` quantized as ``training.quantize`` does (static QDQ;
-calibrated on random inputs here: speed does not depend on the weights or the scales). Every
-setting is measured in this one run, so the ratios are comparable; each figure is the median of
-``--repeats`` timed runs. Writes JSON; prints a table.
+to ONNX and run by ONNX Runtime (``ort_fp32`` for the generator too), ``ort_int8`` quantized as
+``training.quantize`` does (static QDQ; calibrated on random inputs here: speed does not depend
+on the weights or the scales). Every setting is measured in this one run, so the ratios are
+comparable; each figure is the median of ``--repeats`` timed runs. Writes JSON; prints a table.
 
     python -m bench.model_speed --batch-sizes 1 4 16 64 --out bench/results/model_speed.json
     python -m bench.model_speed --model detector npr --settings compile_fp32_cl \
@@ -36,7 +36,7 @@ from bench.machine import describe
 from bench.timing import timed
 from models.detector import Detector
 from models.npr import NPRConfig, NPRDetector
-from models.quantized import OnnxDetector
+from models.quantized import OnnxDetector, OnnxModel
 from models.runtime import (
     DTYPES,
     InferenceOptions,
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         nargs="+",
         default=["fp32", "fp32_cl", "bf16_cl", "compile_fp32_cl"],
         help="any of fp32, fp32_cl, bf16_cl, compile_fp32_cl, compile_bf16_cl, ort_fp32, "
-        "ort_int8 (detectors only)",
+        "ort_int8 (ort_int8: detectors only)",
     )
     p.add_argument("--image-size", type=int, default=128, help="detector input / generator size")
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")
@@ -120,19 +120,21 @@ def build(
         model = Detector() if name == "detector" else NPRDetector(NPRConfig(image_size=size))
         make = lambda n: torch.randn(n, 3, size, size)  # noqa: E731
     if setting in ORT_SETTINGS:
-        if name == "generator":
-            raise SystemExit(f"{setting} is measured for detectors only")
-        return onnx_model(model.eval(), setting, size, tmp), make
+        if name == "generator" and setting != "ort_fp32":
+            raise SystemExit(
+                f"{setting} is measured for detectors only (a generator needs no int8)"
+            )
+        return onnx_model(model.eval(), setting, make(2), tmp), make
     return prepare_for_inference(model, options), lambda n: to_input(make(n), options)
 
 
-def onnx_model(model: torch.nn.Module, setting: str, size: int, tmp: Path) -> OnnxDetector:
-    """The detector exported to ONNX, quantized for ``ort_int8`` as training.quantize does."""
+def onnx_model(model: torch.nn.Module, setting: str, example: torch.Tensor, tmp: Path) -> OnnxModel:
+    """The model exported to ONNX; for ``ort_int8`` quantized as training.quantize does."""
     fp32 = tmp / "fp32.onnx"
-    export_onnx(model, size, fp32)
+    export_onnx(model, example, fp32)
     if setting == "ort_fp32":
-        return OnnxDetector(fp32, require_meta=False)
-    calibration = torch.randn(32, 3, size, size)
+        return OnnxModel(fp32)
+    calibration = torch.randn(32, *example.shape[1:])
     quantize_onnx(fp32, tmp / "int8.onnx", calibration, batch_size=16, reduce_range=False)
     return OnnxDetector(tmp / "int8.onnx", require_meta=False)
 

@@ -122,7 +122,23 @@ def read_meta(sess: Any, path: str | Path) -> QuantizedMeta:
     return meta
 
 
-class OnnxDetector(nn.Module):
+class OnnxModel(nn.Module):
+    """Any one-input ONNX model as a module on torch batches (CPU, fp32): how benchmarks run the
+    generator on ONNX Runtime, and the base of :class:`OnnxDetector`."""
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.session = session(self.path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        (out,) = self.session.run(None, {self.input_name: batch})
+        return torch.from_numpy(out)
+
+
+class OnnxDetector(OnnxModel):
     """An ONNX detector as a module on torch batches: (N, 3, S, S) float -> (N,) logits.
 
     A module (with no parameters) so everything that runs a torch detector runs this one too:
@@ -130,12 +146,10 @@ class OnnxDetector(nn.Module):
     without dermafake metadata (``training.quantize`` measures one before writing it)."""
 
     def __init__(self, path: str | Path, threads: int = 0, *, require_meta: bool = True) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.session = session(self.path, threads)
+        super().__init__(path, threads)
+        if self.input_name != INPUT_NAME:
+            raise QuantizedModelError(f"{path}: input {self.input_name!r}, expected {INPUT_NAME!r}")
         self.meta = read_meta(self.session, self.path) if require_meta else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        (out,) = self.session.run(None, {INPUT_NAME: batch})
-        return torch.from_numpy(out).reshape(-1)
+        return super().forward(x).reshape(-1)

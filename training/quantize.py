@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import logging
 import tempfile
 import time
@@ -122,21 +123,26 @@ def parse_args(argv: list[str] | None = None) -> QuantizeConfig:
     return QuantizeConfig(**vars(p.parse_args(argv)))
 
 
-def export_onnx(model: nn.Module, size: int, path: Path) -> None:
-    """The fp32 model as ONNX with a dynamic batch dimension (one file, weights inline)."""
-    example = torch.zeros(2, 3, size, size)
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The fp32 model as ONNX with a dynamic batch dimension (one file, weights inline); its
+    input is named after the forward argument (``x`` for detectors, ``z`` for the generator)."""
+    (arg,) = [n for n in inspect.signature(model.forward).parameters if n != "self"]
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
         model.eval(),
         (example,),
         str(path),
-        input_names=[INPUT_NAME],
-        output_names=["logit"],
-        dynamic_shapes={"x": {0: batch}},
+        input_names=[arg],
+        output_names=["out"],
+        dynamic_shapes={arg: {0: batch}},
         dynamo=True,
         external_data=False,
         verbose=False,
     )
+
+
+def detector_example(size: int) -> torch.Tensor:
+    return torch.zeros(2, 3, size, size)
 
 
 def model_inputs(views: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tensor:
@@ -264,7 +270,7 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
     out = quantized_path(checkpoint)
     with tempfile.TemporaryDirectory(prefix="quantize-", dir=out.parent) as tmp:
         fp32_file, int8_file = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        export_onnx(model, pre.image_size, fp32_file)
+        export_onnx(model, detector_example(pre.image_size), fp32_file)
         quantize_onnx(fp32_file, int8_file, calibration, cfg.batch_size, cfg.reduce_range)
         quantized = OnnxDetector(int8_file, require_meta=False)
         figures = agreement(model, quantized, meta, sets["test"], cfg)

@@ -7,12 +7,14 @@ import json
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+import pytest
 import torch
 
 from models.checkpoint import load_model, read_meta
-from models.quantized import OnnxDetector, quantized_path
+from models.quantized import OnnxDetector, OnnxModel, QuantizedModelError, quantized_path
+from models.sngan import Generator, GeneratorConfig
 from training.detector_data import checkpoint_sets, load_views
-from training.quantize import model_inputs
+from training.quantize import export_onnx, model_inputs
 
 
 def test_the_int8_file_sits_beside_its_checkpoint_and_names_its_source(int8_npr: Path) -> None:
@@ -73,3 +75,22 @@ def test_int8_logits_follow_the_fp32_model_on_test_images(int8_npr: Path, ham_di
         want, got = model(x), int8(x)
     assert got.shape == want.shape == (len(x),)
     assert torch.corrcoef(torch.stack([want, got]))[0, 1] > 0.99
+
+
+def test_the_generator_exports_to_onnx_and_draws_the_same_images(tmp_path: Path) -> None:
+    """bench.model_speed times the generator on ONNX Runtime fp32: the exported file must draw
+    what torch draws, for any batch size (the batch dimension is dynamic)."""
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(image_size=32, channels=16)).eval()
+    path = tmp_path / "generator.onnx"
+    export_onnx(generator, torch.zeros(2, generator.config.z_dim), path)
+    onnx_generator = OnnxModel(path)
+    assert onnx_generator.input_name == "z"
+    z = torch.randn(5, generator.config.z_dim)
+    with torch.inference_mode():
+        expected = generator(z)
+    got = onnx_generator(z)
+    assert got.shape == (5, 3, 32, 32)
+    assert torch.allclose(got, expected, atol=1e-4)
+    with pytest.raises(QuantizedModelError, match="input 'z'"):
+        OnnxDetector(path, require_meta=False)  # a detector file takes images, not noise
