@@ -112,7 +112,7 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def parse_args(argv: list[str] | None = None) -> TrainFeaturesConfig:
+def build_parser() -> argparse.ArgumentParser:
     d = TrainFeaturesConfig(data=Path(), out=Path())
     p = argparse.ArgumentParser(
         prog="python -m training.train_features",
@@ -176,6 +176,11 @@ def parse_args(argv: list[str] | None = None) -> TrainFeaturesConfig:
     )
     a("--split-seed", type=int, default=d.split_seed, help="seed of the project split (the GAN's)")
     a("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> TrainFeaturesConfig:
+    p = build_parser()
     args = p.parse_args(argv)
     for key, parse in (("split_fractions", parse_fractions), ("widths", _widths)):
         if isinstance(getattr(args, key), str):
