@@ -446,6 +446,7 @@ def inception_scores(
         feature_extractor_weights_path=str(weights),
         cuda=device.type == "cuda",
         cache=False,
+        save_cpu_ram=True,  # no DataLoader worker processes: the images are already in memory
         verbose=False,
     )
     return {
