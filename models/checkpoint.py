@@ -28,6 +28,7 @@ from torch import nn
 
 from models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from models.detector import Detector, DetectorConfig
+from models.lesion_features import LesionFeatures, LesionFeaturesConfig
 from models.npr import NPRConfig, NPRDetector
 from models.preprocessing import PreprocessConfig
 from models.sngan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
@@ -42,6 +43,7 @@ MODEL_KINDS: dict[str, tuple[type, type[nn.Module]]] = {
     "autoencoder": (UpsamplerConfig, Autoencoder),
     "dcgan_generator": (DCGANConfig, DCGANGenerator),
     "dcgan_discriminator": (DCGANConfig, DCGANDiscriminator),
+    "lesion_features": (LesionFeaturesConfig, LesionFeatures),
 }
 # Every kind whose output is one P(synthetic) logit per image: what the service and evaluation
 # accept as "a detector".

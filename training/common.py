@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import functools
 import json
+import math
 import os
 import random
 from collections.abc import Sequence
@@ -103,6 +104,16 @@ class CsvLog:
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     with Path(path).open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def lr_factor(step: int, total: int, warmup: int, time_fraction: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total`` steps, or at the
+    time limit when that comes first (``time_fraction`` = elapsed / limit), so a time-capped
+    run still ends on a decayed learning rate."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = max((step - warmup) / max(1, total - warmup), time_fraction)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 @functools.lru_cache(maxsize=8)

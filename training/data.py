@@ -28,6 +28,8 @@ DEFAULT_FRACTIONS = {
     "detector_val": 0.1,
     "detector_test": 0.1,
 }
+# HAM10000's seven diagnoses (``dx``), in a fixed order: the classes of the lesion feature model.
+DIAGNOSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -126,24 +128,33 @@ def load_index(root: str | Path) -> list[Record]:
 
 def split_by_lesion(records: Sequence[Record], config: SplitConfig) -> dict[str, list[Record]]:
     """Assign whole lesions to splits, stratified by diagnosis, reproducibly for a seed."""
+    names = [s for s in SPLITS if s in config.fractions]
+    return partition_lesions(records, {s: config.fractions[s] for s in names}, config.seed)
+
+
+def partition_lesions(
+    records: Sequence[Record], fractions: dict[str, float], seed: int
+) -> dict[str, list[Record]]:
+    """Whole lesions into named parts (in ``fractions``' order), stratified by diagnosis and
+    seeded: the project split, and any sub-split of one of its parts (a training program's own
+    train/validation lesions)."""
     lesions: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         lesions[r.lesion_id].append(r)
     by_dx: dict[str, list[str]] = defaultdict(list)
     for lesion_id, recs in sorted(lesions.items()):
         by_dx[recs[0].dx].append(lesion_id)
-    rng = random.Random(config.seed)
-    names = [s for s in SPLITS if s in config.fractions]
-    out: dict[str, list[Record]] = {s: [] for s in names}
+    rng = random.Random(seed)
+    out: dict[str, list[Record]] = {s: [] for s in fractions}
     for dx in sorted(by_dx):
         ids = by_dx[dx]
         rng.shuffle(ids)
         bounds, acc = [], 0.0
-        for s in names:
-            acc += config.fractions[s]
+        for s in fractions:
+            acc += fractions[s]
             bounds.append(round(acc * len(ids)))
         start = 0
-        for s, end in zip(names, bounds, strict=True):
+        for s, end in zip(fractions, bounds, strict=True):
             for lesion_id in ids[start:end]:
                 out[s].extend(sorted(lesions[lesion_id], key=lambda r: r.image_id))
             start = end

@@ -57,6 +57,7 @@ from training.common import (
     batch_indices,
     close_distributed,
     init_distributed,
+    lr_factor,
     seed_everything,
     write_json,
 )
@@ -184,16 +185,6 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if cfg.pretrained != "none":
         load_imagenet_weights(model, cfg.pretrained, allow_download=cfg.allow_download)
     return model
-
-
-def lr_factor(step: int, total: int, warmup: int, time_fraction: float = 0.0) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total`` steps, or at the
-    time limit when that comes first (``time_fraction`` = elapsed / limit), so a time-capped
-    run still ends on a decayed learning rate."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = max((step - warmup) / max(1, total - warmup), time_fraction)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def training_batch(

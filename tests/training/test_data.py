@@ -8,6 +8,7 @@ from training.data import (
     SplitConfig,
     list_images,
     load_index,
+    partition_lesions,
     read_manifest,
     split_by_lesion,
     write_manifest,
@@ -43,6 +44,18 @@ def test_split_is_reproducible_and_seed_dependent(ham_dir: Path) -> None:
     c = split_by_lesion(records, SplitConfig(seed=2))
     assert a == b
     assert a["detector_test"] != c["detector_test"]
+
+
+def test_partition_of_a_split_keeps_lesions_whole_and_is_seeded(ham_dir: Path) -> None:
+    gan_train = split_by_lesion(load_index(ham_dir), SplitConfig(seed=0))["gan_train"]
+    parts = partition_lesions(gan_train, {"train": 0.8, "val": 0.2}, seed=3)
+    assert sorted(r.image_id for p in parts.values() for r in p) == sorted(
+        r.image_id for r in gan_train
+    )
+    assert not {r.lesion_id for r in parts["train"]} & {r.lesion_id for r in parts["val"]}
+    assert {r.dx for r in parts["val"]} == {r.dx for r in gan_train}  # stratified by diagnosis
+    assert parts == partition_lesions(gan_train, {"train": 0.8, "val": 0.2}, seed=3)
+    assert parts != partition_lesions(gan_train, {"train": 0.8, "val": 0.2}, seed=4)
 
 
 def test_official_layout_and_missing_files(ham_dir: Path, tmp_path: Path) -> None:
