@@ -66,6 +66,7 @@ from training.data import (
 )
 from training.data import write_manifest as write_split_manifest
 from training.diffaugment import diff_augment, parse_policy
+from training.gan_watch import BEST_FILE, QualityWatch, metrics_of
 from training.losses import LOSSES, GanLoss, get_loss
 from training.plots import plot_curves, save_grid
 from training.progress import Progress
@@ -105,6 +106,10 @@ class TrainGanConfig:
     limit_images: int = 0
     split_fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
     split_seed: int = 0
+    features: Path | None = None  # lesion feature model: score the generator while it trains
+    quality_every: int = 0  # G steps between scorings; 0 = at every checkpoint
+    quality_n: int = 1000  # generated images per scoring (one fixed noise sample)
+    quality_real_n: int = 2000  # gan_train lesions in the real reference (a seeded subset)
     quiet: bool = False
 
 
@@ -198,6 +203,33 @@ def parse_args(argv: list[str] | None = None) -> TrainGanConfig:
         help=f"lesion-level split fractions for {', '.join(SPLITS)}",
     )
     p.add_argument("--split-seed", type=int, default=d.split_seed, help="seed of the split")
+    p.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        help="lesion feature model (python -m training.train_features, same --split): score the "
+        "EMA generator (FD, KID, precision, recall vs the gan_train lesions) while training, "
+        "log quality.csv, plot quality.png and keep the best-FD generator as "
+        "generator_best.safetensors beside the last one",
+    )
+    p.add_argument(
+        "--quality-every",
+        type=int,
+        default=d.quality_every,
+        help="G steps between scorings (with --features); 0 = at every checkpoint",
+    )
+    p.add_argument(
+        "--quality-n",
+        type=int,
+        default=d.quality_n,
+        help="generated images per scoring, from one fixed noise sample",
+    )
+    p.add_argument(
+        "--quality-real-n",
+        type=int,
+        default=d.quality_real_n,
+        help="gan_train lesions in the real reference (seeded subset; 0 = all)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if isinstance(args.split_fractions, str):
@@ -205,6 +237,8 @@ def parse_args(argv: list[str] | None = None) -> TrainGanConfig:
     cfg = TrainGanConfig(**vars(args))
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.n_dis < 1:
         p.error("--steps, --batch-size and --n-dis must be >= 1")
+    if cfg.features is not None and (cfg.quality_n < 2 or cfg.quality_every < 0):
+        p.error("--quality-n must be >= 2 and --quality-every >= 0")
     parse_policy(cfg.diffaugment)
     return cfg
 
@@ -382,20 +416,26 @@ def _checkpoint(
 ) -> None:
     out = config.out
     save_state(out / "state.pt", run.state_dict(config))
-    save_model(
-        out / "generator.safetensors",
-        run.G_ema,
-        pre,
-        step=run.step,
-        metrics=metrics,
-        extra={"ema_decay": config.ema_decay, "loss": config.loss, "n_dis": config.n_dis},
-    )
+    save_generator(out / "generator.safetensors", run, config, pre, metrics)
     run.G_ema.eval()
     with torch.no_grad():
         images = to_uint8(run.G_ema(fixed_z))
     run.G_ema.train()
     scale = max(1, 64 // config.image_size)
     save_grid(images, out / "samples" / f"step_{run.step:06d}.png", scale=scale)
+
+
+def save_generator(
+    path: Path, run: Run, config: TrainGanConfig, pre: PreprocessConfig, metrics: dict[str, float]
+) -> None:
+    save_model(
+        path,
+        run.G_ema,
+        pre,
+        step=run.step,
+        metrics=metrics,
+        extra={"ema_decay": config.ema_decay, "loss": config.loss, "n_dis": config.n_dis},
+    )
 
 
 def broadcast_buffers(ctx: Dist, *modules: nn.Module) -> None:
@@ -471,6 +511,21 @@ def _train(config: TrainGanConfig, device: torch.device, ctx: Dist) -> Path:
             run.noise.manual_seed(config.seed + 7919 * (ctx.rank + 1) + 104_729 * run.step)
         if ctx.is_main:
             print(f"resumed from {state_path} at step {run.step}", file=sys.stderr)
+    watch = None
+    if ctx.is_main and config.features is not None:  # before training: a bad file fails at once
+        watch = QualityWatch(
+            config.features,
+            records,
+            SplitConfig(config.split_fractions, config.split_seed),
+            out=out,
+            n=config.quality_n,
+            real_n=config.quality_real_n,
+            z_dim=config.z_dim,
+            seed=config.seed,
+            device=device,
+            resume_step=run.step,
+            quiet=config.quiet,
+        )
     if ctx.enabled:
         ids = [ctx.local_rank] if device.type == "cuda" else None
         run.G = DistributedDataParallel(run.G, device_ids=ids)
@@ -494,6 +549,8 @@ def _train(config: TrainGanConfig, device: torch.device, ctx: Dist) -> Path:
     acc = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
     n_d = n_g = 0
     last: dict[str, float] = {}
+    quality: dict[str, float] = {}  # the latest scoring, carried by every checkpoint after it
+    quality_every = (config.quality_every or config.sample_every) if config.features else 0
     t_log = t_start = time.perf_counter()
     images_since_log = 0
     progress = Progress(
@@ -544,11 +601,18 @@ def _train(config: TrainGanConfig, device: torch.device, ctx: Dist) -> Path:
             acc = dict.fromkeys(acc, 0.0)
             n_d = n_g = images_since_log = 0
             t_log = time.perf_counter()
-        progress.update(run.step, **shown)
-        if run.step % config.sample_every == 0 or final:
+        scoring = quality_every > 0 and (run.step % quality_every == 0 or final)
+        if run.step % config.sample_every == 0 or final or scoring:
             broadcast_buffers(ctx, run.G, run.G_ema)  # a collective: every rank takes part
+        if watch is not None and scoring:
+            scores = watch.score(run.G_ema)
+            quality = metrics_of(scores)
+            if watch.record(run.step, scores, time.perf_counter() - t_start):
+                save_generator(out / BEST_FILE, run, config, pre, {**last, **quality})
+            shown["FD"] = f"{scores.fd:.2f}"
+        progress.update(run.step, **shown)
         if ctx.is_main and (run.step % config.sample_every == 0 or final):
-            _checkpoint(run, config, pre, fixed_z, last)
+            _checkpoint(run, config, pre, fixed_z, {**last, **quality})
         if out_of_time:
             stopped_early = run.step < config.steps
             break
@@ -563,6 +627,9 @@ def _train(config: TrainGanConfig, device: torch.device, ctx: Dist) -> Path:
         if run.step == start_step:  # nothing to do (already at --steps): still leave a checkpoint
             _checkpoint(run, config, pre, fixed_z, last)
         plot_curves(out / "log.csv", out / "loss_curves.png", title=f"SNGAN {config.image_size}px")
+        if watch is not None and run.step > start_step:
+            watch.plot(f"SNGAN {config.image_size}px: quality in the lesion feature space")
+            print(f"best FD {watch.best_fd:.3f}: {out / BEST_FILE}", file=sys.stderr)
         rate = (run.step - start_step) / max(time.perf_counter() - t_start, 1e-9)
         note = " (time limit reached)" if stopped_early else ""
         print(

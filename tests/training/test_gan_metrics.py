@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import read_meta, save_model
+from models.checkpoint import load_model, read_meta, save_model
 from models.preprocessing import (
     GAN_MEAN,
     GAN_STD,
@@ -329,3 +329,51 @@ def test_inception_needs_a_local_file_a_plain_state_dict_and_the_extra(
 def test_every_flag_has_help(module) -> None:
     actions = [a for a in module.build_parser()._actions if a.dest != "help"]
     assert actions and all(a.help and len(a.help) > 10 for a in actions)
+
+
+def test_train_gan_scores_its_generator_keeps_the_best_and_resumes(
+    features_run: Path, ham_dir: Path, tmp_path: Path
+) -> None:
+    """train_gan --features: quality.csv gets a row per scoring, the best-FD EMA generator is
+    kept beside the last one (with its score), the score is a function of the weights alone
+    (fixed noise), and a resumed run carries the best on."""
+    from training import train_gan
+    from training.gan_watch import BEST_FILE, FeatureSplitMismatch, QualityWatch
+
+    features = features_run / "lesion_features.safetensors"
+    run = tmp_path / "gan"
+    args = ["--data", str(ham_dir), "--out", str(run), "--image-size", str(SIZE)]
+    args += ["--g-channels", "8", "--d-channels", "8", "--batch-size", "4", "--n-dis", "1"]
+    args += ["--limit-images", "16", "--sample-every", "2", "--threads", "1", "--quiet"]
+    args += ["--features", str(features), "--quality-every", "1", "--quality-n", "12"]
+    train_gan.main(train_gan.parse_args([*args, "--steps", "4"]))
+
+    rows = read_csv(run / "quality.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    fds = [float(r["fd"]) for r in rows]
+    assert all(np.isfinite(fds)) and min(fds) > 0
+    assert (run / "quality.png").stat().st_size > 0
+    best = read_meta(run / BEST_FILE)
+    assert best.step == int(rows[int(np.argmin(fds))]["step"])
+    assert best.metrics["fd"] == pytest.approx(min(fds), rel=1e-5)
+    last = read_meta(run / "generator.safetensors")
+    assert last.step == 4 and last.metrics["fd"] == pytest.approx(fds[-1], rel=1e-5)
+
+    split = SplitConfig()
+    records = load_splits(ham_dir, split)["gan_train"][:16]
+    watch = QualityWatch(features, records, split, out=tmp_path / "again", n=12)
+    generator, _ = load_model(run / BEST_FILE, "generator")
+    assert watch.score(generator).fd == pytest.approx(best.metrics["fd"], rel=1e-5)
+
+    train_gan.main(train_gan.parse_args([*args, "--steps", "6", "--resume"]))
+    rows = read_csv(run / "quality.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    fds = [float(r["fd"]) for r in rows]
+    assert read_meta(run / BEST_FILE).metrics["fd"] == pytest.approx(min(fds), rel=1e-5)
+
+    other = tmp_path / "other-split"
+    with pytest.raises(FeatureSplitMismatch, match="--split-seed"):
+        train_gan.main(
+            train_gan.parse_args([*args, "--steps", "2", "--out", str(other), "--split-seed", "1"])
+        )
+    assert not (other / "state.pt").exists()  # refused before any training
