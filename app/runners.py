@@ -265,6 +265,9 @@ class GeneratorRunner(Runner):
     ) -> None:
         super().__init__(model, meta, options, buckets, name or "generator")
 
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "quality": quality_of(self.meta)}
+
     def __call__(self, seeds: list[int]) -> list[torch.Tensor]:
         z = seed_noise(seeds, int(self.meta.config["z_dim"]))
         images = self.forward(to_device(pad_to_bucket(z, self.buckets), self.device))
@@ -272,3 +275,15 @@ class GeneratorRunner(Runner):
 
     def example(self, n: int) -> list[int]:
         return list(range(n))
+
+
+QUALITY_KEYS = ("fd", "kid", "precision", "recall", "n_generated")
+
+
+def quality_of(meta: CheckpointMeta) -> dict[str, Any] | None:
+    """A generator's last score in the lesion feature space (``train_gan --features``), or None
+    for one trained without a feature model."""
+    if "fd" not in meta.metrics:
+        return None
+    scored = {k: meta.metrics[k] for k in QUALITY_KEYS if k in meta.metrics}
+    return {**scored, **(meta.extra or {}).get("quality", {})}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -100,3 +101,16 @@ def metrics_of(scores: GanScores, prefix: str = "") -> dict[str, float]:
     """The figures a generator checkpoint carries in its metadata (and /v1/models shows)."""
     d = scores.to_dict()
     return {prefix + k: float(d[k]) for k in ("fd", "kid", "precision", "recall", "n_generated")}
+
+
+def quality_basis(config: Any) -> dict[str, Any]:
+    """How a generator's score was measured, for its checkpoint (and /v1/models): the feature
+    model's weights, the real reference and the noise sample."""
+    assert config.features is not None
+    return {
+        "feature_model_sha256": read_meta(config.features).weights_sha256,
+        "reference": "gan_train lesions",
+        "reference_images": config.quality_real_n or "all",
+        "noise_seed": NOISE_SEED_OFFSET + config.seed,
+        "measured_by": "training.gan_metrics (lesion feature space)",
+    }

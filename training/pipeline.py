@@ -46,7 +46,16 @@ from typing import Any
 from PIL import Image
 
 from models.detector import IMAGENET_FILENAME, imagenet_cache_path
-from training import download, estimate, evaluate, fakes, synthesize, train_detector, train_gan
+from training import (
+    download,
+    estimate,
+    evaluate,
+    fakes,
+    synthesize,
+    train_detector,
+    train_features,
+    train_gan,
+)
 from training import preflight as preflight_
 from training.augment import AugmentConfig
 from training.common import jsonable, write_json
@@ -55,7 +64,7 @@ from training.detector_data import add_named_dirs, unique_named
 from training.download import SERVER as DATAVERSE
 from training.download import VGG16_URL
 
-STAGES = ("gan", "synthetic", "fakes", "detector", "general", "ablation", "evaluate")
+STAGES = ("features", "gan", "synthetic", "fakes", "detector", "general", "ablation", "evaluate")
 GPU_PROFILES = ("paper",)  # sized for a GPU: auto on a CPU-only host is a preflight problem
 SERVED = ("detector", "general")  # folders whose detector.safetensors the service loads
 GENERAL_AUGMENT = AugmentConfig(
@@ -72,8 +81,13 @@ class Profile:
     detector: dict[str, Any]
     general: dict[str, Any]
     evaluate: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)  # empty: no feature model, no scoring
 
 
+TINY_FEATURES = dict(
+    image_size=32, widths=(8, 16), embed_dim=16, batch_size=4, steps=2, limit_images=16,
+    eval_every=0, warmup_steps=1,
+)  # fmt: skip
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
         gan=dict(
@@ -87,6 +101,7 @@ PROFILES: dict[str, Profile] = {
             steps=100_000,
             time_limit_min=10.0,
             sample_every=500,
+            quality_every=1000,
         ),
         synthetic=dict(n=2000, batch_size=64),
         fakes=dict(zoo_seconds=40.0, dcgan_seconds=180.0, per_source=600),
@@ -118,6 +133,7 @@ PROFILES: dict[str, Profile] = {
             augment=GENERAL_AUGMENT,
         ),
         evaluate=dict(limit=300),
+        features=dict(time_limit_min=4.0),  # balanced accuracy ~0.52 in 5 min (docs/TRAINING.md)
     ),
     "paper": Profile(
         gan=dict(
@@ -128,6 +144,8 @@ PROFILES: dict[str, Profile] = {
             n_dis=5,
             steps=100_000,
             sample_every=5000,
+            quality_n=5000,
+            quality_real_n=0,
         ),
         synthetic=dict(n=10_000, batch_size=256),
         fakes=dict(zoo_seconds=300.0, dcgan_seconds=1800.0, per_source=2500, zoo_width=64),
@@ -153,6 +171,7 @@ PROFILES: dict[str, Profile] = {
             augment=GENERAL_AUGMENT,
         ),
         evaluate=dict(),
+        features=dict(epochs=30),
     ),
     "smoke": Profile(
         gan=dict(
@@ -165,6 +184,8 @@ PROFILES: dict[str, Profile] = {
             limit_images=16,
             sample_every=2,
             num_samples=4,
+            quality_n=8,
+            quality_real_n=16,
         ),
         synthetic=dict(n=24, batch_size=8),
         fakes=dict(
@@ -199,6 +220,7 @@ PROFILES: dict[str, Profile] = {
             patience=1,
         ),
         evaluate=dict(limit=6, robustness=True),
+        features=TINY_FEATURES,
     ),
 }
 
@@ -220,6 +242,8 @@ def rehearsal(prof: Profile) -> Profile:
             "sample_every": 2,
             "num_samples": 4,
             "limit_images": 16,
+            "quality_n": 8,
+            "quality_real_n": 16,
         },
         synthetic={**prof.synthetic, "n": 24, "batch_size": 8},
         fakes={
@@ -236,6 +260,7 @@ def rehearsal(prof: Profile) -> Profile:
         detector={**prof.detector, **small, "epochs": 1, "steps": 2},
         general={**prof.general, **small, "epochs": 1, "steps": 2, "warmup_steps": 1},
         evaluate={**prof.evaluate, "limit": 6},
+        features={**prof.features, **TINY_FEATURES} if prof.features else {},
     )
 
 
@@ -350,8 +375,12 @@ def build_stages(cfg: PipelineConfig, prof: Profile, n_images: int = 0) -> list[
     if detector_opts.get("pretrained") == "imagenet":
         detector_opts["pretrained"] = pretrained_source(cfg)
 
+    feat_cfg = train_features.TrainFeaturesConfig(
+        data=cfg.data, out=out / "features", seed=cfg.seed, **common, **prof.features
+    )
+    feature_model = feat_cfg.out / train_features.CHECKPOINT if prof.features else None
     gan_cfg = train_gan.TrainGanConfig(
-        data=cfg.data, out=out / "gan", seed=cfg.seed, **common, **prof.gan
+        data=cfg.data, out=out / "gan", seed=cfg.seed, features=feature_model, **common, **prof.gan
     )
     generator = gan_cfg.out / "generator.safetensors"
     syn_cfg = synthesize.SynthesizeConfig(
@@ -433,10 +462,19 @@ def build_stages(cfg: PipelineConfig, prof: Profile, n_images: int = 0) -> list[
     not_timed = "not estimated: inference passes only, short next to training"
     stages = [
         Stage(
+            "features",
+            feat_cfg.out,
+            [feat_cfg.out / train_features.CHECKPOINT],
+            (),
+            lambda: feat_cfg,
+            train_features.main,
+            lambda c: estimate.untimed(c.steps or c.epochs, 60 * c.time_limit_min),
+        ),
+        Stage(
             "gan",
             gan_cfg.out,
             [generator],
-            (),
+            ("features",) if prof.features else (),
             lambda: gan_cfg,
             train_gan.main,
             estimate.gan,
@@ -478,6 +516,8 @@ def build_stages(cfg: PipelineConfig, prof: Profile, n_images: int = 0) -> list[
             general_estimate,
         ),
     ]
+    if not prof.features:
+        stages = stages[1:]
     if cfg.ablation:
         stages.append(
             Stage(

@@ -159,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default=d.device, help="auto, cpu or cuda")
     a("--threads", type=int, default=d.threads, help="CPU threads (0 = torch default)")
     a("--log-every", type=int, default=d.log_every, help="steps per log.csv row")
-    a("--eval-every", type=int, default=d.eval_every, help="steps between validations")
+    a(
+        "--eval-every",
+        type=int,
+        default=d.eval_every,
+        help="steps between validations (0 = only at the end)",
+    )
     a("--eval-batch-size", type=int, default=d.eval_batch_size, help="images per val forward")
     a(
         "--limit-images",
@@ -188,8 +193,8 @@ def parse_args(argv: list[str] | None = None) -> TrainFeaturesConfig:
     cfg = TrainFeaturesConfig(**vars(args))
     if not 0 < cfg.val_fraction < 1:
         p.error("--val-fraction must be in (0, 1)")
-    if cfg.batch_size < 2 or cfg.epochs < 1 or cfg.log_every < 1 or cfg.eval_every < 1:
-        p.error("--batch-size must be >= 2; --epochs, --log-every, --eval-every >= 1")
+    if cfg.batch_size < 2 or cfg.epochs < 1 or cfg.log_every < 1 or cfg.eval_every < 0:
+        p.error("--batch-size must be >= 2; --epochs and --log-every >= 1; --eval-every >= 0")
     return cfg
 
 
@@ -343,7 +348,8 @@ def main(config: TrainFeaturesConfig) -> dict[str, Any]:
         step += 1
         acc_loss, acc_n = acc_loss + loss.item(), acc_n + 1
         final = step >= total or progress.out_of_time()
-        if step % config.log_every == 0 or step % config.eval_every == 0 or final:
+        validate = final or (config.eval_every > 0 and step % config.eval_every == 0)
+        if step % config.log_every == 0 or validate or final:
             row: dict[str, Any] = {
                 "step": step,
                 "epoch": round(step / steps_per_epoch, 3),
@@ -353,7 +359,7 @@ def main(config: TrainFeaturesConfig) -> dict[str, Any]:
                 "elapsed_s": round(time.perf_counter() - t0, 1),
             }
             shown["loss"] = f"{row['loss']:.3f}"
-            if step % config.eval_every == 0 or final:
+            if validate:
                 report = evaluate(model, x_val, y_val, pre, device, config.eval_batch_size)
                 row.update(
                     val_loss=report["loss"],

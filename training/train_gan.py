@@ -66,7 +66,7 @@ from training.data import (
 )
 from training.data import write_manifest as write_split_manifest
 from training.diffaugment import diff_augment, parse_policy
-from training.gan_watch import BEST_FILE, QualityWatch, metrics_of
+from training.gan_watch import BEST_FILE, QualityWatch, metrics_of, quality_basis
 from training.losses import LOSSES, GanLoss, get_loss
 from training.plots import plot_curves, save_grid
 from training.progress import Progress
@@ -428,14 +428,11 @@ def _checkpoint(
 def save_generator(
     path: Path, run: Run, config: TrainGanConfig, pre: PreprocessConfig, metrics: dict[str, float]
 ) -> None:
-    save_model(
-        path,
-        run.G_ema,
-        pre,
-        step=run.step,
-        metrics=metrics,
-        extra={"ema_decay": config.ema_decay, "loss": config.loss, "n_dis": config.n_dis},
-    )
+    extra: dict[str, Any] = {"ema_decay": config.ema_decay, "loss": config.loss}
+    extra["n_dis"] = config.n_dis
+    if "fd" in metrics and config.features is not None:  # what the score was measured with
+        extra["quality"] = quality_basis(config)
+    save_model(path, run.G_ema, pre, step=run.step, metrics=metrics, extra=extra)
 
 
 def broadcast_buffers(ctx: Dist, *modules: nn.Module) -> None:

@@ -168,6 +168,14 @@ class ModelInfo(BaseModel):
         "(ARTIFACTS_DIR/evaluation/report.json): test, per fake source, foreign generators, "
         "other real photos, resampling control; null when not evaluated",
     )
+    quality: dict[str, Any] | None = Field(
+        None,
+        description="generator only: how close its images are to real lesions, measured at "
+        "training in a feature space trained on HAM10000 diagnoses (training.gan_metrics): "
+        "Fréchet distance fd and kid (lower is better; real-vs-real is near 0), k-NN precision "
+        "(fidelity) and recall (diversity), n_generated images against the gan_train lesions; "
+        "null when trained without a feature model",
+    )
     device: str
     dtype: str = Field(description="fp32, bf16, fp16 (torch) or int8 (ONNX Runtime)")
     backend: str = Field("torch", description="torch, or onnxruntime for an int8 detector")

@@ -13,12 +13,14 @@ from app.settings import Settings
 from models.checkpoint import read_meta
 from tests.app.conftest import running_app
 from training import pipeline
+from training.common import read_csv
 
 
 def _stage_tokens(out: Path) -> dict[str, str]:
     return {
         s: json.loads((out / d / "stage.json").read_text())["finished"]
         for s, d in [
+            ("features", "features"),
             ("gan", "gan"),
             ("synthetic", "synthetic"),
             ("fakes", "fakes"),
@@ -46,7 +48,10 @@ def artifacts(ham_dir: Path, shared_data: Path, tmp_path_factory) -> Path:
 
 def test_every_stage_writes_its_outputs(artifacts: Path) -> None:
     for rel in [
+        "features/lesion_features.safetensors",
         "gan/generator.safetensors",
+        "gan/generator_best.safetensors",
+        "gan/quality.csv",
         "gan/config.json",
         "synthetic/manifest.csv",
         "fakes/sources.json",
@@ -85,7 +90,7 @@ def test_second_run_skips_and_a_changed_stage_reruns_downstream(
     before = _stage_tokens(artifacts)
     pipeline.main(cfg)
     assert _stage_tokens(artifacts) == before
-    assert capsys.readouterr().out.count("skipped") == 6
+    assert capsys.readouterr().out.count("skipped") == 7
 
     smoke = pipeline.PROFILES["smoke"]
     changed = dataclasses.replace(smoke, synthetic={**smoke.synthetic, "n": 20})
@@ -93,6 +98,7 @@ def test_second_run_skips_and_a_changed_stage_reruns_downstream(
     pipeline.main(cfg)
     after = _stage_tokens(artifacts)
     assert after["gan"] == before["gan"] and after["fakes"] == before["fakes"]
+    assert after["features"] == before["features"]
     assert all(after[s] != before[s] for s in ("synthetic", "detector", "general", "evaluate"))
     assert len(list((artifacts / "synthetic").glob("*.png"))) == 20
 
@@ -120,6 +126,12 @@ async def test_service_serves_the_pipeline_artifacts(artifacts: Path, ham_dir: P
             assert evaluation["test"] == report["detectors"][name]["test"]
             assert set(evaluation["per_source"]) == set(report["detectors"][name]["per_source"])
         assert cards["generator"]["evaluation"] is None
+        # the generator's card says how close its images are to real lesions, and how measured
+        quality = cards["generator"]["quality"]
+        rows = read_csv(artifacts / "gan" / "quality.csv")
+        assert quality["fd"] == pytest.approx(float(rows[-1]["fd"]), rel=1e-5)
+        features = read_meta(artifacts / "features" / "lesion_features.safetensors")
+        assert quality["feature_model_sha256"] == features.weights_sha256
         g = await client.get("/generate", params={"n": 2, "seed": 5})
         assert g.status_code == 200 and len(g.json()["images"]) == 2
 

@@ -64,7 +64,7 @@ def test_download_fetches_data_and_weights_then_every_stage_runs(rehearsal: dict
     assert (rehearsal["root"] / "data" / "HAM10000_metadata.csv").is_file()
     assert len(list((rehearsal["root"] / "data").glob("HAM10000_images_part_*/*.jpg"))) == 60
     assert rehearsal["weights"].read_bytes() == rehearsal["weights_bytes"]
-    for stage in ("gan", "synthetic", "fakes", "detector", "general", "evaluate"):
+    for stage in ("features", "gan", "synthetic", "fakes", "detector", "general", "evaluate"):
         assert f"[pipeline] {stage:9s} starts: " in stdout, stage
         assert f"[pipeline] {stage:9s} done in" in stdout, stage
     # the paper path: every zoo autoencoder, the DCGAN held out, n_dis 5
@@ -101,7 +101,7 @@ def test_a_second_run_finds_everything_and_downloads_nothing(rehearsal: dict) ->
     weights_url = f"{unreachable}/{rehearsal['weights'].name}"
     r = rehearse(rehearsal["root"], unreachable, weights_url, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert r.stdout.count("skipped") == 6 and "download" not in r.stdout
+    assert r.stdout.count("skipped") == 7 and "download" not in r.stdout
 
 
 @pytest.fixture
