@@ -25,6 +25,7 @@ import inspect
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -151,8 +152,17 @@ def model_inputs(views: torch.Tensor, preprocess: PreprocessConfig) -> torch.Ten
 
 
 def quantize_onnx(
-    fp32: Path, out: Path, calibration: torch.Tensor, batch_size: int, reduce_range: bool
+    fp32: Path,
+    out: Path,
+    calibration: torch.Tensor,
+    batch_size: int,
+    reduce_range: bool,
+    *,
+    exclude: Sequence[str] = (),
+    only: Sequence[str] = (),
 ) -> None:
+    """Static QDQ int8 of ``fp32``; ``exclude`` keeps those nodes fp32, ``only`` quantizes just
+    those (both for sensitivity studies: ``bench.int8_sensitivity``)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -177,7 +187,51 @@ def quantize_onnx(
         weight_type=QuantType.QInt8,
         per_channel=True,
         reduce_range=reduce_range,
+        nodes_to_exclude=list(exclude),
+        nodes_to_quantize=list(only),
     )
+
+
+def calibration_inputs(meta: CheckpointMeta, val: DetectorData, quiet: bool = True) -> torch.Tensor:
+    """Normalised inputs of every view of the validation images both classes calibrate on."""
+    pre = meta.preprocess_config
+    _, views = load_views([*val.real, *val.synthetic], pre, desc="calibration", quiet=quiet)
+    return model_inputs(views, pre)
+
+
+def operating_views(meta: CheckpointMeta, data: DetectorData, quiet: bool = True) -> torch.Tensor:
+    """Every image's views (real first, then synthetic) as many as the operating point uses."""
+    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+    images = [*data.real, *data.synthetic]
+    _, views = load_views(images, meta.preprocess_config, desc="images", quiet=quiet)
+    return views[:, : point.views]
+
+
+def served_verdicts(
+    model: nn.Module,
+    meta: CheckpointMeta,
+    views: torch.Tensor,
+    batch_size: int = 16,
+    name: str = "",
+    quiet: bool = True,
+) -> tuple[np.ndarray, list[str]]:
+    """Calibrated P(synthetic) and the verdict the service would give, at the checkpoint's own
+    operating point (threshold, inconclusive band, half-scale check), on CPU in fp32."""
+    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+    logits = predict_view_logits(
+        model,
+        views,
+        meta.preprocess_config,
+        torch.device("cpu"),
+        torch.float32,
+        batch_size=batch_size,
+        channels_last=False,
+        desc=f"scoring {name}",
+        quiet=quiet,
+    )
+    p = calibrated(point, logits)
+    half = p[:, 1] if point.views > 1 else None
+    return p[:, 0], verdicts(point, p[:, 0], half)
 
 
 def agreement(
@@ -189,29 +243,10 @@ def agreement(
 ) -> dict[str, Any]:
     """Verdicts and ROC-AUC of both models on the held-out test set, at the checkpoint's own
     operating point (threshold, inconclusive band, half-scale check)."""
-    pre = meta.preprocess_config
-    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
-    _, views = load_views([*test.real, *test.synthetic], pre, desc="test", quiet=cfg.quiet)
-    views = views[:, : point.views]
+    views = operating_views(meta, test, quiet=cfg.quiet)
     labels = np.array([0] * len(test.real) + [1] * len(test.synthetic))
-    cpu = torch.device("cpu")
-    scores = {}
-    for name, model in (("fp32", reference), ("int8", quantized)):
-        logits = predict_view_logits(
-            model,
-            views,
-            pre,
-            cpu,
-            torch.float32,
-            batch_size=cfg.batch_size,
-            channels_last=False,
-            desc=f"scoring {name}",
-            quiet=cfg.quiet,
-        )
-        p = calibrated(point, logits)
-        half = p[:, 1] if point.views > 1 else None
-        scores[name] = (p[:, 0], verdicts(point, p[:, 0], half))
-    (p32, v32), (p8, v8) = scores["fp32"], scores["int8"]
+    p32, v32 = served_verdicts(reference, meta, views, cfg.batch_size, "fp32", cfg.quiet)
+    p8, v8 = served_verdicts(quantized, meta, views, cfg.batch_size, "int8", cfg.quiet)
     same = np.array([a == b for a, b in zip(v32, v8, strict=True)])
     auc32, auc8 = roc_auc(labels, p32), roc_auc(labels, p8)
     return {
@@ -265,8 +300,7 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
     val = sets["val"]
     if not val.real or not val.synthetic:
         raise SystemExit(f"{checkpoint}: its validation split lacks real or synthetic images")
-    _, views = load_views([*val.real, *val.synthetic], pre, desc="calibration", quiet=cfg.quiet)
-    calibration = model_inputs(views, pre)
+    calibration = calibration_inputs(meta, val, cfg.quiet)
     out = quantized_path(checkpoint)
     with tempfile.TemporaryDirectory(prefix="quantize-", dir=out.parent) as tmp:
         fp32_file, int8_file = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"

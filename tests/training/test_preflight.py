@@ -78,7 +78,8 @@ def test_a_good_folder_passes_and_check_only_trains_nothing(
     )
     assert pipeline.main(cfg) == {}
     assert (
-        "preflight passed (quick profile): to run features, gan, synthetic, fakes" in capsys.readouterr().out
+        "preflight passed (quick profile): to run features, gan, synthetic, fakes"
+        in capsys.readouterr().out
     )
     assert not (tmp_path / "art").exists()
 

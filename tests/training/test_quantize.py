@@ -94,3 +94,30 @@ def test_the_generator_exports_to_onnx_and_draws_the_same_images(tmp_path: Path)
     assert torch.allclose(got, expected, atol=1e-4)
     with pytest.raises(QuantizedModelError, match="input 'z'"):
         OnnxDetector(path, require_meta=False)  # a detector file takes images, not noise
+
+
+def test_sensitivity_ranks_layers_on_validation_and_keeping_them_fp32_moves_towards_fp32(
+    int8_npr: Path, ham_dir: Path, tmp_path: Path
+) -> None:
+    """bench.int8_sensitivity: every weight layer is measured alone; keeping every layer fp32
+    (every node ONNX Runtime would quantize) gives fp32's own verdicts, and the report names
+    what it kept."""
+    from bench import int8_sensitivity
+
+    out = tmp_path / "sensitivity.json"
+    args = ["--checkpoint", str(int8_npr), "--data", str(ham_dir), "--val-limit", "12"]
+    args += ["--calibration-images", "8", "--test-limit", "12", "--out", str(out)]
+    layers = int8_sensitivity.layers_of(int8_npr, "all")
+    result = int8_sensitivity.main(
+        int8_sensitivity.parse_args([*args, "--ops", "all", "--keep", "0", str(len(layers))])
+    )
+    assert json.loads(out.read_text())["ranked"] == result["ranked"]
+    assert sorted(result["alone"]) == sorted(layers) == sorted(result["ranked"])
+    dps = [result["alone"][n]["mean_abs_dp"] for n in result["ranked"]]
+    assert dps == sorted(dps, reverse=True) and dps[0] > 0
+    assert set(int8_sensitivity.layers_of(int8_npr)) < set(layers)  # weights are a subset
+    none_kept, all_kept = result["kept"]
+    assert none_kept["kept_fp32"] == [] and all_kept["kept_fp32"] == result["ranked"]
+    for split in ("val", "test"):
+        assert all_kept[split]["agreement"] == 1.0
+        assert all_kept[split]["mean_abs_dp"] < 1e-4 < none_kept[split]["mean_abs_dp"]
