@@ -2,7 +2,9 @@
 
     python -m training.pipeline --data DIR --out artifacts --profile quick
 
-Stages: ``gan`` (train the SNGAN on the ``gan_train`` lesions) -> ``synthetic`` (sample PNGs) ->
+Stages: ``features`` (the lesion feature model the GAN is scored in, ``gan_train`` lesions only)
+-> ``gan`` (train the SNGAN on the ``gan_train`` lesions, scored as it trains; its card in
+``/v1/models`` shows the score) -> ``synthetic`` (sample PNGs) ->
 ``fakes`` (the upsampler zoo and a DCGAN, also from ``gan_train`` lesions only) -> ``detector``
 (the paper's VGG16 on the ``detector_*`` lesions vs the SNGAN's PNGs) -> ``general`` (the NPR
 detector on the SNGAN + zoo sources, the DCGAN held out for model selection) -> optionally
@@ -133,7 +135,7 @@ PROFILES: dict[str, Profile] = {
             augment=GENERAL_AUGMENT,
         ),
         evaluate=dict(limit=300),
-        features=dict(time_limit_min=4.0),  # balanced accuracy ~0.52 in 5 min (docs/TRAINING.md)
+        features=dict(time_limit_min=3.0),  # balanced accuracy ~0.5 (docs/TRAINING.md)
     ),
     "paper": Profile(
         gan=dict(
