@@ -19,26 +19,26 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import onnx
 import torch
 from tqdm import tqdm
 
 from bench.machine import describe
-from models.checkpoint import CheckpointMeta, load_model
+from models.checkpoint import load_model
 from models.quantized import OnnxDetector
 from training.common import write_json
 from training.detector_data import checkpoint_sets
 from training.quantize import (
     calibration_inputs,
+    compare,
     detector_example,
     export_onnx,
+    graph_nodes,
     operating_views,
     quantize_onnx,
+    ranked,
+    sensitivity,
     served_verdicts,
 )
-
-WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass
@@ -85,31 +85,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return Config(**vars(p.parse_args(argv)))
 
 
-def layers(path: Path, ops: str = "weights") -> list[str]:
-    """Names of an ONNX file's nodes that ``--ops`` ranks, in graph order."""
-    nodes = onnx.load(str(path)).graph.node
-    return [n.name for n in nodes if ops == "all" or n.op_type in WEIGHT_OPS]
-
-
 def layers_of(checkpoint: Path, ops: str = "weights") -> list[str]:
     """The ranked nodes of a checkpoint's ONNX export (what ``--keep`` counts)."""
     model, meta = load_model(checkpoint)
     with tempfile.TemporaryDirectory(prefix="int8-layers-") as tmp:
         path = Path(tmp) / "fp32.onnx"
         export_onnx(model, detector_example(meta.preprocess_config.image_size), path)
-        return layers(path, ops)
-
-
-def compare(
-    model: torch.nn.Module, meta: CheckpointMeta, views: torch.Tensor, reference: tuple
-) -> dict[str, float]:
-    """Mean |dp| and verdict agreement of ``model`` against the fp32 ``reference`` scores."""
-    p32, v32 = reference
-    p8, v8 = served_verdicts(model, meta, views)
-    return {
-        "mean_abs_dp": float(np.abs(p8 - p32).mean()),
-        "agreement": float(np.mean([a == b for a, b in zip(v32, v8, strict=True)])),
-    }
+        return graph_nodes(path, ops)
 
 
 def main(cfg: Config) -> dict:
@@ -131,20 +113,20 @@ def main(cfg: Config) -> dict:
     with tempfile.TemporaryDirectory(prefix="int8-sensitivity-") as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model, detector_example(pre.image_size), fp32)
-        nodes = layers(fp32, cfg.ops)
+        nodes = graph_nodes(fp32, cfg.ops)
+        alone = sensitivity(
+            fp32, calibration, meta, views["val"], fp32_scores["val"], nodes, quiet=False
+        )
+        order = ranked(alone)
 
-        def quantized(**nodes: list[str]) -> OnnxDetector:
-            quantize_onnx(fp32, int8, calibration, 16, False, **nodes)
+        def quantized(exclude: list[str]) -> OnnxDetector:
+            quantize_onnx(fp32, int8, calibration, 16, False, exclude=exclude)
             return OnnxDetector(int8, require_meta=False)
 
-        alone = {}
-        for layer in tqdm(nodes, desc="one layer at a time"):
-            alone[layer] = compare(quantized(only=[layer]), meta, views["val"], fp32_scores["val"])
-        ranked = sorted(nodes, key=lambda n: -alone[n]["mean_abs_dp"])
         rows = []
         for k in tqdm(cfg.keep, desc="keeping the worst fp32"):
-            q = quantized(exclude=ranked[:k])
-            row = {"kept_fp32": ranked[:k]}
+            q = quantized(order[:k])
+            row = {"kept_fp32": order[:k]}
             for name in ("val", "test"):
                 row[name] = compare(q, meta, views[name], fp32_scores[name])
             rows.append(row)
@@ -157,7 +139,7 @@ def main(cfg: Config) -> dict:
     result.update(
         images={name: len(v) for name, v in views.items()},
         alone=alone,
-        ranked=ranked,
+        ranked=order,
         kept=rows,
     )
     if cfg.out:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from models.checkpoint import CheckpointMeta, code_version, load_model
 from models.operating_point import OperatingPoint
@@ -54,6 +55,8 @@ from training.scoring import calibrated, predict_view_logits, verdicts
 
 logger = logging.getLogger(__name__)
 TOOLCHAIN = "onnxruntime static QDQ"
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+AUTO_KEEP = (0, 1, 2, 4, 8, 16, 32)
 
 
 @dataclass
@@ -64,6 +67,8 @@ class QuantizeConfig:
     calibration_images: int = 64  # per class and per fake source, from the validation split
     test_limit: int = 0  # images per class and per source for the agreement (0: all)
     reduce_range: bool = False  # 7-bit weights: for CPUs without VNNI if agreement drops
+    keep_fp32: str = "0"  # nodes kept fp32, most sensitive first: a count, or auto
+    sensitivity_images: int = 256  # validation images per class and source that rank the nodes
     min_agreement: float = Gate.min_agreement
     max_auc_drop: float = Gate.max_auc_drop
     batch_size: int = 16
@@ -107,6 +112,20 @@ def parse_args(argv: list[str] | None = None) -> QuantizeConfig:
         help="7-bit weights (CPUs without VNNI can saturate 8-bit products)",
     )
     a(
+        "--keep-fp32",
+        default="0",
+        help="keep the N nodes whose int8 error is largest in fp32, ranked on validation images "
+        "(each node quantized alone; minutes: one quantization per node), or 'auto': the "
+        f"smallest of {AUTO_KEEP} whose validation agreement reaches --min-agreement "
+        "(the test set is only measured, never used to choose)",
+    )
+    a(
+        "--sensitivity-images",
+        type=int,
+        default=QuantizeConfig.sensitivity_images,
+        help="validation images per class (and per fake source) that rank the nodes",
+    )
+    a(
         "--min-agreement",
         type=float,
         default=Gate.min_agreement,
@@ -121,7 +140,10 @@ def parse_args(argv: list[str] | None = None) -> QuantizeConfig:
     a("--batch-size", type=int, default=QuantizeConfig.batch_size, help="scoring batch size")
     a("--seed", type=int, default=0, help="seed of the image subsamples")
     a("--quiet", action="store_true", help="no progress bars")
-    return QuantizeConfig(**vars(p.parse_args(argv)))
+    cfg = QuantizeConfig(**vars(p.parse_args(argv)))
+    if cfg.keep_fp32 != "auto" and not cfg.keep_fp32.isdigit():
+        p.error(f"--keep-fp32 takes a count or 'auto', not {cfg.keep_fp32!r}")
+    return cfg
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -264,6 +286,91 @@ def agreement(
     }
 
 
+def graph_nodes(path: Path, ops: str = "all") -> list[str]:
+    """Names of an ONNX file's nodes, in graph order: every node (ONNX Runtime quantizes the
+    tensors between additions, residuals and pooling too: keeping every node fp32 is the fp32
+    model) or only the weight layers."""
+    import onnx
+
+    nodes = onnx.load(str(path)).graph.node
+    return [n.name for n in nodes if ops == "all" or n.op_type in WEIGHT_OPS]
+
+
+def compare(
+    model: nn.Module, meta: CheckpointMeta, views: torch.Tensor, reference: tuple
+) -> dict[str, float]:
+    """Mean |dp| and verdict agreement of ``model`` against fp32 ``reference`` scores."""
+    p32, v32 = reference
+    p8, v8 = served_verdicts(model, meta, views)
+    return {
+        "mean_abs_dp": float(np.abs(p8 - p32).mean()),
+        "agreement": float(np.mean([a == b for a, b in zip(v32, v8, strict=True)])),
+    }
+
+
+def sensitivity(
+    fp32: Path,
+    calibration: torch.Tensor,
+    meta: CheckpointMeta,
+    views: torch.Tensor,
+    reference: tuple,
+    nodes: Sequence[str],
+    reduce_range: bool = False,
+    quiet: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Each node quantized alone (the rest fp32), compared with fp32 on ``views``."""
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="sensitivity-") as tmp:
+        int8 = Path(tmp) / "int8.onnx"
+        for node in tqdm(nodes, desc="int8 error of each node alone", disable=quiet):
+            quantize_onnx(fp32, int8, calibration, 16, reduce_range, only=[node])
+            out[node] = compare(OnnxDetector(int8, require_meta=False), meta, views, reference)
+    return out
+
+
+def ranked(alone: dict[str, dict[str, float]]) -> list[str]:
+    """Nodes, largest int8 error first."""
+    return sorted(alone, key=lambda n: -alone[n]["mean_abs_dp"])
+
+
+def choose_fp32_nodes(
+    model: nn.Module,
+    meta: CheckpointMeta,
+    fp32: Path,
+    calibration: torch.Tensor,
+    val: DetectorData,
+    cfg: QuantizeConfig,
+) -> tuple[list[str], dict[str, Any]]:
+    """The nodes to keep fp32 (``--keep-fp32``), ranked and, for ``auto``, counted on
+    validation images only; with how they were chosen, for the int8 file's metadata."""
+    views = operating_views(meta, val, cfg.quiet)
+    reference = served_verdicts(model, meta, views, cfg.batch_size)
+    nodes = graph_nodes(fp32)
+    alone = sensitivity(
+        fp32, calibration, meta, views, reference, nodes, cfg.reduce_range, cfg.quiet
+    )
+    order = ranked(alone)
+    counts = AUTO_KEEP if cfg.keep_fp32 == "auto" else (int(cfg.keep_fp32),)
+    tried = {}
+    with tempfile.TemporaryDirectory(prefix="keep-fp32-") as tmp:
+        int8 = Path(tmp) / "int8.onnx"
+        for k in counts:
+            quantize_onnx(
+                fp32, int8, calibration, cfg.batch_size, cfg.reduce_range, exclude=order[:k]
+            )
+            tried[k] = compare(OnnxDetector(int8, require_meta=False), meta, views, reference)
+            if tried[k]["agreement"] >= cfg.min_agreement:
+                break
+    k = list(tried)[-1]
+    return order[:k], {
+        "rule": f"--keep-fp32 {cfg.keep_fp32}: nodes ranked by their int8 error alone, "
+        "on validation images",
+        "validation_images": len(views),
+        "most_sensitive": {n: alone[n]["mean_abs_dp"] for n in order[: max(k, 10)]},
+        "tried": {str(n): v for n, v in tried.items()},
+    }
+
+
 def versions() -> dict[str, str]:
     out = {"torch": torch.__version__}
     for package in ("onnxruntime", "onnx", "onnxscript"):
@@ -305,7 +412,18 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
     with tempfile.TemporaryDirectory(prefix="quantize-", dir=out.parent) as tmp:
         fp32_file, int8_file = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model, detector_example(pre.image_size), fp32_file)
-        quantize_onnx(fp32_file, int8_file, calibration, cfg.batch_size, cfg.reduce_range)
+        kept: list[str] = []
+        selection = None
+        if cfg.keep_fp32 != "0":
+            ranking_set = checkpoint_sets(
+                meta, cfg.data, cfg.synthetic, {"val": cfg.sensitivity_images, "test": 1}, cfg.seed
+            )["val"]
+            kept, selection = choose_fp32_nodes(
+                model, meta, fp32_file, calibration, ranking_set, cfg
+            )
+        quantize_onnx(
+            fp32_file, int8_file, calibration, cfg.batch_size, cfg.reduce_range, exclude=kept
+        )
         quantized = OnnxDetector(int8_file, require_meta=False)
         figures = agreement(model, quantized, meta, sets["test"], cfg)
         result = QuantizedMeta(
@@ -324,6 +442,8 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
                 "format": "QDQ",
                 "weights": "int8, per channel" + (", reduced range" if cfg.reduce_range else ""),
                 "activations": "uint8, per tensor",
+                "kept_fp32": kept,
+                **({"kept_fp32_selection": selection} if selection else {}),
                 **versions(),
             },
             agreement=figures,

@@ -121,3 +121,44 @@ def test_sensitivity_ranks_layers_on_validation_and_keeping_them_fp32_moves_towa
     for split in ("val", "test"):
         assert all_kept[split]["agreement"] == 1.0
         assert all_kept[split]["mean_abs_dp"] < 1e-4 < none_kept[split]["mean_abs_dp"]
+
+
+def test_keep_fp32_keeps_the_nodes_ranked_worst_on_validation(
+    int8_npr: Path, ham_dir: Path, tmp_path: Path
+) -> None:
+    """--keep-fp32 N: the N nodes with the largest int8 error alone (on validation images) stay
+    fp32 in the written file, and its metadata says which, how they were ranked and what the
+    validation agreement was; the file still serves and is measured on test like any other."""
+    import shutil
+
+    import onnx
+
+    from training.quantize import main, parse_args
+
+    checkpoint = tmp_path / "npr" / "detector.safetensors"
+    checkpoint.parent.mkdir()
+    shutil.copy(int8_npr, checkpoint)
+    args = ["--checkpoint", str(checkpoint), "--data", str(ham_dir), "--quiet"]
+    args += ["--calibration-images", "8", "--test-limit", "12", "--sensitivity-images", "8"]
+    (meta,) = main(parse_args([*args, "--keep-fp32", "2"]))
+    kept = meta.toolchain["kept_fp32"]
+    selection = meta.toolchain["kept_fp32_selection"]
+    worst = list(selection["most_sensitive"])
+    dps = list(selection["most_sensitive"].values())
+    assert len(kept) == 2 and kept == worst[:2] and dps == sorted(dps, reverse=True)
+    assert list(selection["tried"]) == ["2"] and selection["validation_images"] > 0
+    served = OnnxDetector(quantized_path(checkpoint))
+    assert served.meta.toolchain["kept_fp32"] == kept
+    graph = onnx.load(str(quantized_path(checkpoint))).graph
+    weights = {t.name for t in graph.initializer}
+    int8_weights = {  # dequantized weights: what a quantized node multiplies by
+        out
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in weights
+        for out in n.output
+    }
+    assert int8_weights  # the rest of the model is int8
+    for node in (n for n in graph.node if n.name in kept):
+        assert not set(node.input) & int8_weights, node.name  # computes with fp32 weights
+    with pytest.raises(SystemExit):
+        parse_args([*args, "--keep-fp32", "some"])
