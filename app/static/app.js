@@ -317,6 +317,10 @@ async function loadModels() {
         for (const [role, names] of Object.entries(card.sources)) rows.push([`sources (${role})`, names.join(", ")]);
       }
       rows.push(...heldOut(card));
+      if (card.quality) {
+        const q = card.quality;
+        rows.push(["lesion FD (lower is better)", fmt(q.fd)], ["precision / recall", `${fmt(q.precision)} / ${fmt(q.recall)}`]);
+      }
       const dl = el("dl");
       for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", { text: v }));
       container.append(el("article", { class: "card", "data-model": card.name }, el("h3", { text: card.name }), dl));

@@ -135,16 +135,24 @@ def write_npr(
 
 
 def _train_generator(out: Path) -> Path | None:
-    """Two real SNGAN steps with the training program, when the shared HAM10000 data is here."""
+    """Two real SNGAN steps with the training program, scored in a feature model trained for a
+    few steps by its own program, when the shared HAM10000 data is here."""
     data = shared_data_dir() / "ham10000-200x150"
     if not (data / "HAM10000_metadata.csv").is_file():
         return None
-    from training.train_gan import main, parse_args  # only needed with data
+    from training import train_features  # only needed with data
+    from training.train_gan import main, parse_args
 
+    features = out.parent / "features"
+    feature_args = ["--data", str(data), "--out", str(features), "--image-size", "32"]
+    feature_args += ["--widths", "8,16", "--embed-dim", "16", "--batch-size", "8", "--steps", "4"]
+    feature_args += ["--limit-images", "48", "--eval-every", "0", "--warmup-steps", "1", "--quiet"]
+    train_features.main(train_features.parse_args(feature_args))
     args = ["--data", str(data), "--out", str(out), "--steps", "2", "--image-size", "32"]
     args += ["--g-channels", "16", "--d-channels", "8", "--batch-size", "4", "--n-dis", "1"]
     args += ["--limit-images", "8", "--sample-every", "2", "--quiet"]
-    return main(parse_args(args))
+    args += ["--features", str(features / train_features.CHECKPOINT), "--quality-n", "8"]
+    return main(parse_args([*args, "--quality-real-n", "8"]))
 
 
 def _spread_logits(model: nn.Module, last: nn.Linear, config: PreprocessConfig) -> nn.Module:

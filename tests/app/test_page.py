@@ -162,6 +162,9 @@ def test_check_generate_models_and_a_phone(
         lambda d: len(m := d.find_elements(By.CSS_SELECTOR, "#models .card")) == 3 and m,
     )
     assert [m.get_attribute("data-model") for m in names] == [NPR_NAME, VGG_NAME, "generator"]
+    generator_card = names[2].text
+    if httpx.get(f"{base}/v1/models").json()["models"][2]["quality"] is not None:
+        assert "lesion FD" in generator_card  # the generator's measured quality, shown
 
     # A phone: nothing wider than the screen on any view.
     driver.set_window_size(360, 800)
