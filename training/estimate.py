@@ -19,6 +19,7 @@ from torch import nn
 from models.runtime import autocast, resolve_device, resolve_dtype
 from training.fakes import FakesConfig
 from training.train_detector import TrainConfig, build_model
+from training.train_features import TrainFeaturesConfig
 from training.train_gan import TrainGanConfig, build_run
 
 MIN_TIMED_STEPS = 20  # fewer steps than this: not worth timing
@@ -71,6 +72,15 @@ def steps_at_pace(steps: int, per_step: float, cap_s: float) -> Estimate:
             f"time cap; ~{reach:,} of {steps:,} steps fit at {per_step:.3g} s/step measured",
         )
     return Estimate(total, f"{steps:,} steps at {per_step:.3g} s/step measured")
+
+
+def features(cfg: TrainFeaturesConfig) -> Estimate:
+    """The lesion feature model's stage: counted in epochs unless given steps."""
+    if cfg.steps:
+        return untimed(cfg.steps, 60 * cfg.time_limit_min)
+    if cfg.time_limit_min > 0:
+        return Estimate(60 * cfg.time_limit_min, f"time cap, at most {cfg.epochs} epochs")
+    return Estimate(None, f"{cfg.epochs} epochs: minutes on a CPU")
 
 
 def untimed(steps: int, cap_s: float) -> Estimate:

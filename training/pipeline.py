@@ -471,7 +471,7 @@ def build_stages(cfg: PipelineConfig, prof: Profile, n_images: int = 0) -> list[
             (),
             lambda: feat_cfg,
             train_features.main,
-            lambda c: estimate.untimed(c.steps or c.epochs, 60 * c.time_limit_min),
+            estimate.features,
         ),
         Stage(
             "gan",

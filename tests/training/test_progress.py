@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from training import estimate
 from training.progress import Progress
 from training.train_detector import TrainConfig
+from training.train_features import TrainFeaturesConfig
 from training.train_gan import TrainGanConfig
 
 
@@ -67,3 +69,14 @@ def test_a_gan_and_a_detector_stage_are_timed_on_their_own_models(tmp_path: Path
     assert "time cap" in capped.detail and capped.seconds == pytest.approx(6e-8)
     few = estimate.detector(TrainConfig(data=tmp_path, out=tmp_path, steps=2), n_train=100)
     assert few.seconds is None  # two steps are not worth timing
+
+
+def test_the_feature_stage_is_estimated_in_epochs_or_steps() -> None:
+    """A feature model counted in epochs says epochs, not steps (the first quick run said
+    "at most 30 steps" for 30 epochs)."""
+    cfg = TrainFeaturesConfig(data=Path(), out=Path(), epochs=30, time_limit_min=3.0)
+    capped = estimate.features(cfg)
+    assert capped.seconds == 180 and "30 epochs" in capped.detail and "steps" not in capped.detail
+    assert estimate.features(replace(cfg, time_limit_min=0.0)).seconds is None
+    stepped = estimate.features(replace(cfg, steps=2, time_limit_min=0.0))
+    assert "2 steps" in stepped.detail
