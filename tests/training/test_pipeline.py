@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,9 @@ def _stage_tokens(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def artifacts(ham_dir: Path, shared_data: Path, tmp_path_factory) -> Path:
+def artifacts(ham_dir: Path, shared_data: Path, tmp_path_factory) -> Iterator[Path]:
+    """Every stage of the smoke profile, once for the module; removed when the module ends
+    (two VGG16-sized runs, 5 GB)."""
     out = tmp_path_factory.mktemp("artifacts")
     foreign = {"stylegan": shared_data / "generated-eval" / "stylegan-hyper07-128"}
     cfg = pipeline.PipelineConfig(
@@ -43,7 +47,8 @@ def artifacts(ham_dir: Path, shared_data: Path, tmp_path_factory) -> Path:
     for entry in report["detectors"].values():
         cm = entry["test"]["confusion_matrix"]
         assert sum(cm.values()) == sum(entry["test"]["counts"].values())
-    return out
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def test_every_stage_writes_its_outputs(artifacts: Path) -> None:

@@ -6,8 +6,10 @@ shrunk, ImageNet-weights branch included) to a model the service serves. No inte
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,14 +43,15 @@ def rehearse(
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """One rehearsal for the module; its 3.6 GB are removed when the module ends."""
     root = tmp_path_factory.mktemp("rehearsal")
     weights = vgg16_shaped_weights()
     name = weights_name(weights)
     with serve(ham_archive(), extra={name: weights}) as server:
         r = rehearse(root, server.url, f"{server.url}/{name}", timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return {
+    yield {
         "root": root,
         "out": root / "artifacts",
         "stdout": r.stdout,
@@ -56,6 +59,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "weights_bytes": weights,
         "requests": server.requests,
     }
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_download_fetches_data_and_weights_then_every_stage_runs(rehearsal: dict) -> None:
