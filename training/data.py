@@ -60,6 +60,11 @@ class SplitConfig:
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split fractions must sum to 1, got {total}")
 
+    def same_as(self, other: SplitConfig) -> bool:
+        """The same lesions in the same parts: equal fractions (as floats) and seed."""
+        ours = ({k: float(v) for k, v in self.fractions.items()}, int(self.seed))
+        return ours == ({k: float(v) for k, v in other.fractions.items()}, int(other.seed))
+
 
 def parse_fractions(text: str) -> dict[str, float]:
     """``"0.5,0.3,0.1,0.1"`` -> {split: fraction}: the argparse type of --split-fractions."""

@@ -538,11 +538,11 @@ def check_same_split(generator: Path, split: SplitConfig) -> None:
     run = json.loads(config_path.read_text())
     if "split_fractions" not in run:
         return
-    theirs = ({k: float(v) for k, v in run["split_fractions"].items()}, int(run["split_seed"]))
-    ours = ({k: float(v) for k, v in split.fractions.items()}, split.seed)
-    if theirs != ours:
+    theirs = SplitConfig(run["split_fractions"], run["split_seed"])
+    if not theirs.same_as(split):
         raise ValueError(
-            f"{generator} was trained on split {theirs} but the feature model on {ours}: "
+            f"{generator} was trained on split {theirs.fractions} (seed {theirs.seed}) but the "
+            f"feature model on {split.fractions} (seed {split.seed}): "
             "train the feature model with the generator's --split and --split-seed"
         )
 

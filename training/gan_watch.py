@@ -55,13 +55,14 @@ class QualityWatch:
         self.space = FeatureSpace.from_checkpoint(features, device)
         assert self.space.meta is not None
         theirs, _ = split_of(self.space.meta)
-        if (theirs.fractions, theirs.seed) != (dict(split.fractions), split.seed):
+        if not theirs.same_as(split):
             raise FeatureSplitMismatch(
                 f"{features} was trained on lesion split {theirs.fractions} (seed {theirs.seed}) "
                 f"but this GAN uses {dict(split.fractions)} (seed {split.seed}): its real "
                 "reference would not be this GAN's gan_train lesions; train the feature model "
                 "with the GAN's --split and --split-seed"
             )
+        self.basis = quality_basis(self.space.meta.weights_sha256, real_n, seed)
         paths = [r.path for r in subsample(list(real), real_n, seed)]
         self.reference = RealReference.from_files(self.space, paths, quiet=quiet)
         self.z = seed_noise(range(NOISE_SEED_OFFSET + seed, NOISE_SEED_OFFSET + seed + n), z_dim)
@@ -103,14 +104,13 @@ def metrics_of(scores: GanScores, prefix: str = "") -> dict[str, float]:
     return {prefix + k: float(d[k]) for k in ("fd", "kid", "precision", "recall", "n_generated")}
 
 
-def quality_basis(config: Any) -> dict[str, Any]:
+def quality_basis(feature_sha256: str, real_n: int, seed: int) -> dict[str, Any]:
     """How a generator's score was measured, for its checkpoint (and /v1/models): the feature
     model's weights, the real reference and the noise sample."""
-    assert config.features is not None
     return {
-        "feature_model_sha256": read_meta(config.features).weights_sha256,
+        "feature_model_sha256": feature_sha256,
         "reference": "gan_train lesions",
-        "reference_images": config.quality_real_n or "all",
-        "noise_seed": NOISE_SEED_OFFSET + config.seed,
+        "reference_images": real_n or "all",
+        "noise_seed": NOISE_SEED_OFFSET + seed,
         "measured_by": "training.gan_metrics (lesion feature space)",
     }

@@ -66,7 +66,7 @@ from training.data import (
 )
 from training.data import write_manifest as write_split_manifest
 from training.diffaugment import diff_augment, parse_policy
-from training.gan_watch import BEST_FILE, QualityWatch, metrics_of, quality_basis
+from training.gan_watch import BEST_FILE, QualityWatch, metrics_of
 from training.losses import LOSSES, GanLoss, get_loss
 from training.plots import plot_curves, save_grid
 from training.progress import Progress
@@ -413,10 +413,11 @@ def _checkpoint(
     pre: PreprocessConfig,
     fixed_z: torch.Tensor,
     metrics: dict[str, float],
+    basis: dict[str, Any] | None,
 ) -> None:
     out = config.out
     save_state(out / "state.pt", run.state_dict(config))
-    save_generator(out / "generator.safetensors", run, config, pre, metrics)
+    save_generator(out / "generator.safetensors", run, config, pre, metrics, basis)
     run.G_ema.eval()
     with torch.no_grad():
         images = to_uint8(run.G_ema(fixed_z))
@@ -426,12 +427,19 @@ def _checkpoint(
 
 
 def save_generator(
-    path: Path, run: Run, config: TrainGanConfig, pre: PreprocessConfig, metrics: dict[str, float]
+    path: Path,
+    run: Run,
+    config: TrainGanConfig,
+    pre: PreprocessConfig,
+    metrics: dict[str, float],
+    basis: dict[str, Any] | None,
 ) -> None:
+    """The EMA generator with its training metrics and, when it was scored, what the score
+    was measured with (``basis``, from the quality watch)."""
     extra: dict[str, Any] = {"ema_decay": config.ema_decay, "loss": config.loss}
     extra["n_dis"] = config.n_dis
-    if "fd" in metrics and config.features is not None:  # what the score was measured with
-        extra["quality"] = quality_basis(config)
+    if "fd" in metrics and basis is not None:
+        extra["quality"] = basis
     save_model(path, run.G_ema, pre, step=run.step, metrics=metrics, extra=extra)
 
 
@@ -605,11 +613,12 @@ def _train(config: TrainGanConfig, device: torch.device, ctx: Dist) -> Path:
             scores = watch.score(run.G_ema)
             quality = metrics_of(scores)
             if watch.record(run.step, scores, time.perf_counter() - t_start):
-                save_generator(out / BEST_FILE, run, config, pre, {**last, **quality})
+                save_generator(out / BEST_FILE, run, config, pre, {**last, **quality}, watch.basis)
             shown["FD"] = f"{scores.fd:.2f}"
         progress.update(run.step, **shown)
         if ctx.is_main and (run.step % config.sample_every == 0 or final):
-            _checkpoint(run, config, pre, fixed_z, {**last, **quality})
+            basis = watch.basis if watch is not None else None
+            _checkpoint(run, config, pre, fixed_z, {**last, **quality}, basis)
         if out_of_time:
             stopped_early = run.step < config.steps
             break
@@ -622,7 +631,7 @@ def _train(config: TrainGanConfig, device: torch.device, ctx: Dist) -> Path:
         (Path(digest_dir) / f"rank{ctx.rank}.txt").write_text(digest + "\n")
     if ctx.is_main:
         if run.step == start_step:  # nothing to do (already at --steps): still leave a checkpoint
-            _checkpoint(run, config, pre, fixed_z, last)
+            _checkpoint(run, config, pre, fixed_z, last, None)
         plot_curves(out / "log.csv", out / "loss_curves.png", title=f"SNGAN {config.image_size}px")
         if watch is not None and run.step > start_step:
             watch.plot(f"SNGAN {config.image_size}px: quality in the lesion feature space")
