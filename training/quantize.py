@@ -2,7 +2,10 @@
 
 For each checkpoint: export the fp32 model to ONNX (batch size dynamic), quantize it statically
 with ONNX Runtime (QDQ; int8 per-channel weights, uint8 activations) calibrated on the
-checkpoint's own **validation** images of both classes (never its test set), then score its
+checkpoint's own **validation** images of both classes (never its test set), correct its output
+(one scale and one shift of the logit, least squares against the fp32 logits on validation
+images: int8 rounding shifts a ReLU network's output, and a verdict near the threshold moves
+with it), then score its
 **held-out test set** (real test lesions and the test split of every fake source it names) with
 both models and record how often the served verdicts agree and how much ROC-AUC moved. The int8
 file, ``detector.int8.onnx``, goes beside ``detector.safetensors`` with all of that in its
@@ -57,6 +60,7 @@ logger = logging.getLogger(__name__)
 TOOLCHAIN = "onnxruntime static QDQ"
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 AUTO_KEEP = (0, 1, 2, 4, 8, 16, 32)
+CALIBRATION_METHODS = ("minmax", "percentile")
 
 
 @dataclass
@@ -64,11 +68,13 @@ class QuantizeConfig:
     checkpoints: list[Path] = field(default_factory=list)
     data: Path = Path("data/ham10000")
     synthetic: Path | None = None  # for checkpoints that name no fake sources
-    calibration_images: int = 64  # per class and per fake source, from the validation split
+    calibration_images: int = 256  # per class and per fake source, from the validation split
+    calibration_method: str = "percentile"  # activation ranges: minmax, or percentile 99.999
+    correct_logits: bool = True  # fit the int8 output's scale and shift to fp32's on validation
     test_limit: int = 0  # images per class and per source for the agreement (0: all)
     reduce_range: bool = False  # 7-bit weights: for CPUs without VNNI if agreement drops
     keep_fp32: str = "0"  # nodes kept fp32, most sensitive first: a count, or auto
-    sensitivity_images: int = 256  # validation images per class and source that rank the nodes
+    sensitivity_images: int = 256  # validation images per class and source: correction, ranking
     min_agreement: float = Gate.min_agreement
     max_auc_drop: float = Gate.max_auc_drop
     batch_size: int = 16
@@ -101,6 +107,20 @@ def parse_args(argv: list[str] | None = None) -> QuantizeConfig:
         help="validation images per class (and per fake source) to calibrate on",
     )
     a(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default=QuantizeConfig.calibration_method,
+        help="activation ranges: the largest value seen (minmax) or its 99.999th percentile "
+        "(measured on the quick VGG16: percentile keeps more verdicts, docs/BENCHMARKS.md)",
+    )
+    a(
+        "--no-correct-logits",
+        dest="correct_logits",
+        action="store_false",
+        help="leave the int8 output as ONNX Runtime wrote it (by default its logit gets one "
+        "scale and one shift, fitted to the fp32 logits on validation images)",
+    )
+    a(
         "--test-limit",
         type=int,
         default=0,
@@ -123,7 +143,8 @@ def parse_args(argv: list[str] | None = None) -> QuantizeConfig:
         "--sensitivity-images",
         type=int,
         default=QuantizeConfig.sensitivity_images,
-        help="validation images per class (and per fake source) that rank the nodes",
+        help="validation images per class (and per fake source) that fit the output correction "
+        "and rank the nodes for --keep-fp32",
     )
     a(
         "--min-agreement",
@@ -182,11 +203,13 @@ def quantize_onnx(
     *,
     exclude: Sequence[str] = (),
     only: Sequence[str] = (),
+    method: str = "minmax",
 ) -> None:
     """Static QDQ int8 of ``fp32``; ``exclude`` keeps those nodes fp32, ``only`` quantizes just
     those (both for sensitivity studies: ``bench.int8_sensitivity``)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
@@ -212,6 +235,10 @@ def quantize_onnx(
             weight_type=QuantType.QInt8,
             per_channel=True,
             reduce_range=reduce_range,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
             nodes_to_exclude=list(exclude),
             nodes_to_quantize=list(only),
         )
@@ -238,17 +265,15 @@ def operating_views(meta: CheckpointMeta, data: DetectorData, quiet: bool = True
     return views[:, : point.views]
 
 
-def served_verdicts(
+def view_logits(
     model: nn.Module,
     meta: CheckpointMeta,
     views: torch.Tensor,
     batch_size: int = 16,
     name: str = "",
     quiet: bool = True,
-) -> tuple[np.ndarray, list[str]]:
-    """Calibrated P(synthetic) and the verdict the service would give, at the checkpoint's own
-    operating point (threshold, inconclusive band, half-scale check), on CPU in fp32."""
-    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
+) -> np.ndarray:
+    """Raw logits (N, V) of every view, on CPU in fp32."""
     logits = predict_view_logits(
         model,
         views,
@@ -260,9 +285,111 @@ def served_verdicts(
         desc=f"scoring {name}",
         quiet=quiet,
     )
+    return np.asarray(logits)
+
+
+def verdicts_of(meta: CheckpointMeta, logits: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Calibrated P(synthetic) and the verdict the service would give, at the checkpoint's own
+    operating point (threshold, inconclusive band, half-scale check)."""
+    point = OperatingPoint.from_metadata(meta.threshold, meta.extra)
     p = calibrated(point, logits)
     half = p[:, 1] if point.views > 1 else None
     return p[:, 0], verdicts(point, p[:, 0], half)
+
+
+def served_verdicts(
+    model: nn.Module,
+    meta: CheckpointMeta,
+    views: torch.Tensor,
+    batch_size: int = 16,
+    name: str = "",
+    quiet: bool = True,
+) -> tuple[np.ndarray, list[str]]:
+    """:func:`verdicts_of` ``model`` on ``views``, on CPU in fp32."""
+    return verdicts_of(meta, view_logits(model, meta, views, batch_size, name, quiet))
+
+
+@dataclass
+class Reference:
+    """Validation views, the fp32 model's logits on them and its served verdicts: what an int8
+    candidate is ranked, corrected and counted against."""
+
+    views: torch.Tensor
+    logits: np.ndarray
+    served: tuple[np.ndarray, list[str]]
+
+    @classmethod
+    def of(cls, model: nn.Module, meta: CheckpointMeta, views: torch.Tensor, cfg: QuantizeConfig):
+        logits = view_logits(model, meta, views, cfg.batch_size, "fp32 validation", cfg.quiet)
+        return cls(views, logits, verdicts_of(meta, logits))
+
+
+def fit_correction(int8_logits: np.ndarray, fp32_logits: np.ndarray) -> tuple[float, float]:
+    """Least-squares scale and shift taking the int8 logits to fp32's (every view pooled)."""
+    x = np.asarray(int8_logits, np.float64).ravel()
+    y = np.asarray(fp32_logits, np.float64).ravel()
+    (scale, shift), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)
+    return float(scale), float(shift)
+
+
+def append_affine(path: Path, scale: float, shift: float) -> None:
+    """Rewrite the ONNX file at ``path`` so its output is ``scale * output + shift`` (two fp32
+    nodes after the last): the correction travels inside the served file."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    out = graph.output[0].name
+    raw = f"{out}_uncorrected"
+    for node in graph.node:
+        node.output[:] = [raw if name == out else name for name in node.output]
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(scale, np.float32), f"{out}_scale"),
+            numpy_helper.from_array(np.array(shift, np.float32), f"{out}_shift"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Mul", [raw, f"{out}_scale"], [f"{out}_scaled"], "logit_scale"),
+            helper.make_node("Add", [f"{out}_scaled", f"{out}_shift"], [out], "logit_shift"),
+        ]
+    )
+    onnx.save(proto, str(path))
+
+
+def build_int8(
+    fp32: Path,
+    out: Path,
+    calibration: torch.Tensor,
+    meta: CheckpointMeta,
+    reference: Reference,
+    cfg: QuantizeConfig,
+    exclude: Sequence[str] = (),
+) -> dict[str, Any] | None:
+    """Quantize ``fp32`` to ``out`` and, unless ``--no-correct-logits``, fit and bake in the
+    output correction; returns the correction, for the metadata."""
+    quantize_onnx(
+        fp32,
+        out,
+        calibration,
+        cfg.batch_size,
+        cfg.reduce_range,
+        exclude=exclude,
+        method=cfg.calibration_method,
+    )
+    if not cfg.correct_logits:
+        return None
+    raw = view_logits(OnnxDetector(out, require_meta=False), meta, reference.views, cfg.batch_size)
+    scale, shift = fit_correction(raw, reference.logits)
+    append_affine(out, scale, shift)
+    return {
+        "scale": scale,
+        "shift": shift,
+        "rule": "least squares of the fp32 logits on the int8 logits",
+        "validation_views": int(raw.size),
+    }
 
 
 def agreement(
@@ -326,13 +453,15 @@ def sensitivity(
     nodes: Sequence[str],
     reduce_range: bool = False,
     quiet: bool = True,
+    *,
+    method: str = "minmax",
 ) -> dict[str, dict[str, float]]:
     """Each node quantized alone (the rest fp32), compared with fp32 on ``views``."""
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="sensitivity-") as tmp:
         int8 = Path(tmp) / "int8.onnx"
         for node in tqdm(nodes, desc="int8 error of each node alone", disable=quiet):
-            quantize_onnx(fp32, int8, calibration, 16, reduce_range, only=[node])
+            quantize_onnx(fp32, int8, calibration, 16, reduce_range, only=[node], method=method)
             out[node] = compare(OnnxDetector(int8, require_meta=False), meta, views, reference)
     return out
 
@@ -343,20 +472,25 @@ def ranked(alone: dict[str, dict[str, float]]) -> list[str]:
 
 
 def choose_fp32_nodes(
-    model: nn.Module,
     meta: CheckpointMeta,
     fp32: Path,
     calibration: torch.Tensor,
-    val: DetectorData,
+    reference: Reference,
     cfg: QuantizeConfig,
 ) -> tuple[list[str], dict[str, Any]]:
     """The nodes to keep fp32 (``--keep-fp32``), ranked and, for ``auto``, counted on
     validation images only; with how they were chosen, for the int8 file's metadata."""
-    views = operating_views(meta, val, cfg.quiet)
-    reference = served_verdicts(model, meta, views, cfg.batch_size)
     nodes = graph_nodes(fp32)
     alone = sensitivity(
-        fp32, calibration, meta, views, reference, nodes, cfg.reduce_range, cfg.quiet
+        fp32,
+        calibration,
+        meta,
+        reference.views,
+        reference.served,
+        nodes,
+        cfg.reduce_range,
+        cfg.quiet,
+        method=cfg.calibration_method,
     )
     order = ranked(alone)
     counts = AUTO_KEEP if cfg.keep_fp32 == "auto" else (int(cfg.keep_fp32),)
@@ -364,17 +498,16 @@ def choose_fp32_nodes(
     with tempfile.TemporaryDirectory(prefix="keep-fp32-") as tmp:
         int8 = Path(tmp) / "int8.onnx"
         for k in counts:
-            quantize_onnx(
-                fp32, int8, calibration, cfg.batch_size, cfg.reduce_range, exclude=order[:k]
-            )
-            tried[k] = compare(OnnxDetector(int8, require_meta=False), meta, views, reference)
+            build_int8(fp32, int8, calibration, meta, reference, cfg, exclude=order[:k])
+            model = OnnxDetector(int8, require_meta=False)
+            tried[k] = compare(model, meta, reference.views, reference.served)
             if tried[k]["agreement"] >= cfg.min_agreement:
                 break
     k = list(tried)[-1]
     return order[:k], {
         "rule": f"--keep-fp32 {cfg.keep_fp32}: nodes ranked by their int8 error alone, "
         "on validation images",
-        "validation_images": len(views),
+        "validation_images": len(reference.views),
         "most_sensitive": {n: alone[n]["mean_abs_dp"] for n in order[: max(k, 10)]},
         "tried": {str(n): v for n, v in tried.items()},
     }
@@ -421,17 +554,16 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
     with tempfile.TemporaryDirectory(prefix="quantize-", dir=out.parent) as tmp:
         fp32_file, int8_file = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model, detector_example(pre.image_size), fp32_file)
+        fit_set = checkpoint_sets(
+            meta, cfg.data, cfg.synthetic, {"val": cfg.sensitivity_images, "test": 1}, cfg.seed
+        )["val"]
+        reference = Reference.of(model, meta, operating_views(meta, fit_set, cfg.quiet), cfg)
         kept: list[str] = []
         selection = None
         if cfg.keep_fp32 != "0":
-            ranking_set = checkpoint_sets(
-                meta, cfg.data, cfg.synthetic, {"val": cfg.sensitivity_images, "test": 1}, cfg.seed
-            )["val"]
-            kept, selection = choose_fp32_nodes(
-                model, meta, fp32_file, calibration, ranking_set, cfg
-            )
-        quantize_onnx(
-            fp32_file, int8_file, calibration, cfg.batch_size, cfg.reduce_range, exclude=kept
+            kept, selection = choose_fp32_nodes(meta, fp32_file, calibration, reference, cfg)
+        correction = build_int8(
+            fp32_file, int8_file, calibration, meta, reference, cfg, exclude=kept
         )
         quantized = OnnxDetector(int8_file, require_meta=False)
         figures = agreement(model, quantized, meta, sets["test"], cfg)
@@ -445,6 +577,7 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
                 "synthetic": len(val.synthetic),
                 "sources": sorted(set(val.source)),
                 "views": int(calibration.shape[0]),
+                "method": cfg.calibration_method,
             },
             toolchain={
                 "name": TOOLCHAIN,
@@ -452,6 +585,7 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
                 "weights": "int8, per channel" + (", reduced range" if cfg.reduce_range else ""),
                 "activations": "uint8, per tensor",
                 "kept_fp32": kept,
+                "output_correction": correction,
                 **({"kept_fp32_selection": selection} if selection else {}),
                 **versions(),
             },

@@ -287,6 +287,9 @@ INT8_NAME = "npr-int8"
 INT8_OPERATING_POINT = {**NPR_OPERATING_POINT, "half_scale_threshold": 0.5}  # both views scored
 
 
+INT8_SMALL_SETS = ["--calibration-images", "8", "--sensitivity-images", "16", "--test-limit", "24"]
+
+
 def write_int8_npr(root: Path, data: Path) -> Path:
     """A small NPR checkpoint whose fake source is a folder of generated images of its own,
     quantized by ``training.quantize`` (calibrated on its validation split, agreement measured on
@@ -307,5 +310,5 @@ def write_int8_npr(root: Path, data: Path) -> Path:
     }
     save_model(path, model, pre, threshold=INT8_OPERATING_POINT["threshold"], extra=extra)
     args = ["--checkpoint", str(path), "--data", str(data), "--quiet"]
-    main(parse_args([*args, "--calibration-images", "8", "--test-limit", "24"]))
+    main(parse_args([*args, *INT8_SMALL_SETS]))
     return path

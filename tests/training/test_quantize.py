@@ -7,14 +7,24 @@ import json
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from models.checkpoint import load_model, read_meta
 from models.quantized import OnnxDetector, OnnxModel, QuantizedModelError, quantized_path
 from models.sngan import Generator, GeneratorConfig
+from tests.app.conftest import INT8_SMALL_SETS
 from training.detector_data import checkpoint_sets, load_views
-from training.quantize import export_onnx, model_inputs
+from training.quantize import (
+    export_onnx,
+    fit_correction,
+    main,
+    model_inputs,
+    operating_views,
+    parse_args,
+    view_logits,
+)
 
 
 def test_the_int8_file_sits_beside_its_checkpoint_and_names_its_source(int8_npr: Path) -> None:
@@ -133,8 +143,6 @@ def test_keep_fp32_keeps_the_nodes_ranked_worst_on_validation(
 
     import onnx
 
-    from training.quantize import main, parse_args
-
     checkpoint = tmp_path / "npr" / "detector.safetensors"
     checkpoint.parent.mkdir()
     shutil.copy(int8_npr, checkpoint)
@@ -162,3 +170,62 @@ def test_keep_fp32_keeps_the_nodes_ranked_worst_on_validation(
         assert not set(node.input) & int8_weights, node.name  # computes with fp32 weights
     with pytest.raises(SystemExit):
         parse_args([*args, "--keep-fp32", "some"])
+
+
+def test_fit_correction_recovers_an_affine_map() -> None:
+    x = np.random.default_rng(0).normal(size=(50, 2))
+    assert fit_correction(x, 1.25 * x - 0.5) == pytest.approx((1.25, -0.5))
+    assert fit_correction(x, x) == pytest.approx((1.0, 0.0), abs=1e-12)
+
+
+def test_the_output_correction_is_fitted_on_validation_and_travels_in_the_file(
+    int8_npr: Path, ham_dir: Path, tmp_path: Path
+) -> None:
+    """The served file's logit is scale * (ONNX Runtime's int8 logit) + shift, both named in its
+    metadata; fitted on validation views, it brings the int8 logits closer to fp32's there."""
+    import shutil
+
+    raw_checkpoint = tmp_path / "raw" / "detector.safetensors"
+    raw_checkpoint.parent.mkdir()
+    shutil.copy(int8_npr, raw_checkpoint)
+    args = ["--checkpoint", str(raw_checkpoint), "--data", str(ham_dir), "--quiet"]
+    main(parse_args([*args, *INT8_SMALL_SETS, "--no-correct-logits"]))
+    raw = OnnxDetector(quantized_path(raw_checkpoint))
+    corrected = OnnxDetector(quantized_path(int8_npr))
+    assert raw.meta.toolchain["output_correction"] is None
+    correction = corrected.meta.toolchain["output_correction"]
+    scale, shift = correction["scale"], correction["shift"]
+    assert (scale, shift) != (1.0, 0.0)
+
+    model, meta = load_model(int8_npr)
+    val = checkpoint_sets(meta, ham_dir, None, {"val": 16, "test": 1})["val"]
+    views = operating_views(meta, val)
+    assert correction["validation_views"] == views.shape[0] * views.shape[1]
+    want = view_logits(model, meta, views)
+    got_raw, got = view_logits(raw, meta, views), view_logits(corrected, meta, views)
+    np.testing.assert_allclose(got, scale * got_raw + shift, rtol=1e-5, atol=1e-5)
+    assert np.mean((got - want) ** 2) < np.mean((got_raw - want) ** 2)
+
+
+def test_the_recipe_bench_measures_each_recipe_on_a_copy(
+    int8_npr: Path, ham_dir: Path, tmp_path: Path
+) -> None:
+    """bench.int8_recipes: one training.quantize run per recipe, never touching the int8 file
+    that sits beside the real checkpoint."""
+    from bench import int8_recipes
+
+    served = quantized_path(int8_npr).read_bytes()
+    out = tmp_path / "recipes.json"
+    args = ["--checkpoint", str(int8_npr), "--data", str(ham_dir), "--out", str(out)]
+    args += ["--recipes", "minmax:8:no", "percentile:8:yes"]
+    args += ["--sensitivity-images", "16", "--test-limit", "24"]
+    report = int8_recipes.main(int8_recipes.parse_args(args))
+    assert json.loads(out.read_text())["recipes"] == report["recipes"]
+    plain, corrected = report["recipes"]["minmax:8:no"], report["recipes"]["percentile:8:yes"]
+    assert plain["output_correction"] is None
+    assert corrected["output_correction"]["validation_views"] > 0
+    for r in (plain, corrected):
+        assert r["images"] > 0 and 0 <= r["verdict_agreement"] <= 1
+    assert quantized_path(int8_npr).read_bytes() == served
+    with pytest.raises(SystemExit):
+        int8_recipes.parse_args([*args[:4], "--recipes", "minmax:many:no"])
