@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import time
@@ -188,6 +189,24 @@ def memory_mib(pid: int) -> dict[str, float]:
     return {"rss_mib": fields["VmRSS"], "peak_rss_mib": fields["VmHWM"]}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_use(server_s: float, client_s: float, elapsed: float, images: int) -> dict[str, float]:
+    """Where the cores went during a load run: the service's CPU per image, and the share of
+    the machine's cores the service and this load generator (same machine) each took."""
+    cores = os.cpu_count() or 1
+    return {
+        "server_cpu_ms_per_image": round(1000 * server_s / max(images, 1), 2),
+        "client_cpu_ms_per_image": round(1000 * client_s / max(images, 1), 2),
+        "server_core_share": round(server_s / (elapsed * cores), 3),
+        "client_core_share": round(client_s / (elapsed * cores), 3),
+    }
+
+
 def summarise(latencies: list[float], elapsed: float, items: int) -> dict[str, float]:
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     return {
@@ -237,19 +256,22 @@ def detector_batches(url: str) -> tuple[float, float]:
     return values["_count"], values["_sum"]
 
 
-def detect_load(url: str, images: list[bytes], concurrency: int, cfg: Config) -> dict:
+def detect_load(url: str, images: list[bytes], concurrency: int, cfg: Config, pid: int) -> dict:
     def send(client: httpx.AsyncClient, i: int) -> object:
         files = {"file": (f"{i}.jpg", images[i % len(images)])}
         return client.post(url + "/detect", files=files)
 
     forwards, served = detector_batches(url)
+    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
     lat, elapsed = asyncio.run(bounded_load(send, concurrency, cfg.requests, cfg.max_seconds))
+    server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
     forwards_after, served_after = detector_batches(url)
     mean_batch = (served_after - served) / max(forwards_after - forwards, 1)
     return {
         "concurrency": concurrency,
         **summarise(lat, elapsed, 1),
         "mean_batch": round(mean_batch, 2),
+        **cpu_use(server_cpu, client_cpu, elapsed, len(lat)),
     }
 
 
@@ -272,7 +294,7 @@ def compare(cfg: Config, images: list[bytes], precision: str) -> dict:
     out: dict = {"backend": backend, "startup_s": round(startup_s, 1), "detect": []}
     try:
         for c in cfg.concurrency:
-            out["detect"].append(detect_load(url, images, c, cfg))
+            out["detect"].append(detect_load(url, images, c, cfg, proc.pid))
             print(f"{precision:9s} /detect c={c:2d}: {out['detect'][-1]}", flush=True)
         out["memory"] = memory_mib(proc.pid)
     finally:
@@ -305,7 +327,7 @@ def main(cfg: Config) -> dict:
         result[mode] = {"startup_s": round(startup_s, 1), "detect": []}
         try:
             for c in cfg.concurrency:
-                row = detect_load(url, images, c, cfg)
+                row = detect_load(url, images, c, cfg, proc.pid)
                 result[mode]["detect"].append(row)
                 print(f"{mode:9s} /detect c={c:2d}: {row}", flush=True)
             if mode == "batched":
@@ -331,7 +353,7 @@ def main(cfg: Config) -> dict:
         precision, _, eager = name.partition("_")
         proc, url, startup_s = start_server(cfg, cfg.batch_size, precision, not eager)
         try:
-            detect_load(url, images, 4, Config(requests=8, max_seconds=cfg.max_seconds))
+            detect_load(url, images, 4, Config(requests=8, max_seconds=cfg.max_seconds), proc.pid)
             result["memory"][name] = {**memory_mib(proc.pid), "startup_s": round(startup_s, 1)}
             print(f"memory {name}: {result['memory'][name]}", flush=True)
         finally:

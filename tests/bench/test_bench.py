@@ -71,6 +71,9 @@ def test_service_speed_runs_the_real_server_batched_and_unbatched(
     for mode in ("batched", "unbatched"):
         assert [r["concurrency"] for r in result[mode]["detect"]] == [1, 4]
         assert all(r["requests"] == 6 for r in result[mode]["detect"])  # the bound, all served
+        for row in result[mode]["detect"]:  # the service worked, and so did the load generator
+            assert row["server_cpu_ms_per_image"] > 0 and row["client_cpu_ms_per_image"] > 0
+            assert 0 < row["server_core_share"] + row["client_core_share"] <= 1.05
         assert result[mode]["memory"]["rss_mib"] > 0
     assert result["batched"]["generate"]["n"] == 2
     assert set(result["memory"]) == {"fp32_eager"}
