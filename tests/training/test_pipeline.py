@@ -144,3 +144,31 @@ async def test_service_serves_the_pipeline_artifacts(artifacts: Path, ham_dir: P
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_until_stops_after_the_named_stage(ham_dir: Path, tmp_path: Path, capsys) -> None:
+    """--until gan: the feature model and the generator, nothing downstream, no report."""
+    cfg = pipeline.PipelineConfig(
+        data=ham_dir, out=tmp_path / "run", profile="smoke", quiet=True, until="gan"
+    )
+    assert pipeline.main(cfg) == {}
+    assert (tmp_path / "run" / "gan" / "generator.safetensors").is_file()
+    assert (tmp_path / "run" / "features" / "stage.json").is_file()
+    made = {p.name for p in (tmp_path / "run").iterdir() if p.is_dir()}
+    assert made == {"features", "gan"}
+    assert "stopped after gan (--until)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--until ablation: this run's stages are"):
+        pipeline.main(dataclasses.replace(cfg, until="ablation"))  # not asked for: no ablation
+
+
+def test_the_cpu_long_profile_is_the_quick_one_with_a_longer_generator() -> None:
+    quick, long = pipeline.PROFILES["quick"], pipeline.PROFILES["cpu-long"]
+    assert long.gan["time_limit_min"] == 90.0 > quick.gan["time_limit_min"]
+    assert {k: v for k, v in long.gan.items() if "every" not in k and "time" not in k} == {
+        k: v for k, v in quick.gan.items() if "every" not in k and "time" not in k
+    }
+    assert (long.detector, long.general, long.fakes) == (quick.detector, quick.general, quick.fakes)
+    assert (
+        pipeline.parse_args(["--data", "d", "--profile", "cpu-long", "--until", "gan"]).until
+        == "gan"
+    )

@@ -229,3 +229,20 @@ def test_the_recipe_bench_measures_each_recipe_on_a_copy(
     assert quantized_path(int8_npr).read_bytes() == served
     with pytest.raises(SystemExit):
         int8_recipes.parse_args([*args[:4], "--recipes", "minmax:many:no"])
+
+
+def test_calibration_views_are_capped_half_per_class(int8_npr: Path, ham_dir: Path) -> None:
+    """Percentile calibration holds every activation of every view in memory: the cap keeps a
+    seeded sample, half real and half synthetic."""
+    from training.quantize import calibration_inputs
+
+    meta = read_meta(int8_npr)
+    val = checkpoint_sets(meta, ham_dir, None, {"val": 8, "test": 1})["val"]
+    every = calibration_inputs(meta, val)
+    assert len(every) == 2 * (len(val.real) + len(val.synthetic)) > 8
+    capped = calibration_inputs(meta, val, max_views=8, seed=3)
+    assert len(capped) == 8
+    real_views = every[: 2 * len(val.real)]
+    assert all((real_views == x).all(dim=(1, 2, 3)).any() for x in capped[:4])  # real half
+    assert not all((real_views == x).all(dim=(1, 2, 3)).any() for x in capped[4:])
+    assert torch.equal(capped, calibration_inputs(meta, val, max_views=8, seed=3))
