@@ -145,6 +145,7 @@ def raw_models(
     def measure() -> dict[str, float]:
         return {
             "detector_images_per_s": timed(run(detector, x), cfg.raw_seconds, cfg.batch_size),
+            "detector_cpu_ms_per_image": cpu_ms_per_item(run(detector, x), cfg.batch_size),
             "generator_images_per_s": timed(run(generator, z), cfg.raw_seconds, cfg.generate_n),
             "generator_with_png_images_per_s": timed(
                 lambda: [
@@ -187,6 +188,16 @@ def memory_mib(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = round(int(value.split()[0]) / 1024, 1)
     return {"rss_mib": fields["VmRSS"], "peak_rss_mib": fields["VmHWM"]}
+
+
+def cpu_ms_per_item(fn: Callable[[], object], items: int, calls: int = 4) -> float:
+    """CPU time (every thread of this process) per item of ``fn``, after one warm call: what
+    the model costs the cores whatever else runs on them."""
+    fn()
+    start = time.process_time()
+    for _ in range(calls):
+        fn()
+    return 1000 * (time.process_time() - start) / (calls * items)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -364,6 +375,9 @@ def main(cfg: Config) -> dict:
     unbatched = next(r for r in result["unbatched"]["detect"] if r["concurrency"] == top)
     result["ratios"] = {
         f"detect_c{top}_vs_raw_model": ratio(batched["images_per_s"], raw["detector_images_per_s"]),
+        f"model_share_of_service_cpu_c{top}": ratio(
+            raw["detector_cpu_ms_per_image"], batched["server_cpu_ms_per_image"]
+        ),
         f"detect_c{top}_batched_vs_unbatched": ratio(
             batched["images_per_s"], unbatched["images_per_s"]
         ),

@@ -343,7 +343,9 @@ class Reference:
     served: tuple[np.ndarray, list[str]]
 
     @classmethod
-    def of(cls, model: nn.Module, meta: CheckpointMeta, views: torch.Tensor, cfg: QuantizeConfig):
+    def of(
+        cls, model: nn.Module, meta: CheckpointMeta, views: torch.Tensor, cfg: QuantizeConfig
+    ) -> Reference:
         logits = view_logits(model, meta, views, cfg.batch_size, "fp32 validation", cfg.quiet)
         return cls(views, logits, verdicts_of(meta, logits))
 

@@ -80,6 +80,7 @@ def test_service_speed_runs_the_real_server_batched_and_unbatched(
     top = result["batched"]["detect"][-1]["images_per_s"]
     raw = result["raw"]["detector_images_per_s"]
     assert result["ratios"]["detect_c4_vs_raw_model"] == pytest.approx(top / raw, rel=0.02)
+    assert 0 < result["ratios"]["model_share_of_service_cpu_c4"] < 5
 
 
 def test_soak_sends_every_kind_and_judges_the_server(
