@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,8 +37,8 @@ DEFAULT_RECIPES = [
 
 @dataclass
 class Config:
-    checkpoint: Path = Path("artifacts/detector/detector.safetensors")
-    data: Path = Path("data/ham10000")
+    checkpoint: Path
+    data: Path
     recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))
     sensitivity_images: int = quantize.QuantizeConfig.sensitivity_images
     test_limit: int = 0
@@ -80,11 +81,7 @@ def parse_recipe(recipe: str) -> list[str]:
     if (
         len(parts) != 3
         or parts[0] not in quantize.CALIBRATION_METHODS
-        or parts[2]
-        not in (
-            "yes",
-            "no",
-        )
+        or parts[2] not in {"yes", "no"}
     ):
         raise ValueError(f"recipe {recipe!r}: expected METHOD:IMAGES:yes|no")
     if not parts[1].isdigit() or int(parts[1]) < 1:
@@ -93,7 +90,8 @@ def parse_recipe(recipe: str) -> list[str]:
     return flags + (["--no-correct-logits"] if parts[2] == "no" else [])
 
 
-def main(cfg: Config) -> dict:
+def main(cfg: Config) -> dict[str, Any]:
+    """Each recipe's held-out agreement figures (and the JSON report, with ``--out``)."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="int8-recipes-") as tmp:
         checkpoint = Path(tmp) / "detector.safetensors"

@@ -192,7 +192,9 @@ def memory_mib(pid: int) -> dict[str, float]:
 
 def cpu_ms_per_item(fn: Callable[[], object], items: int, calls: int = 4) -> float:
     """CPU time (every thread of this process) per item of ``fn``, after one warm call: what
-    the model costs the cores whatever else runs on them."""
+    the model costs the cores whatever else runs on them (on CUDA: the host's share only).
+    torch's OpenMP threads spin a while after each forward, which counts here: meaningful for
+    ONNX Runtime (spinning off) and for forwards long against the spin, not for tiny ones."""
     fn()
     start = time.process_time()
     for _ in range(calls):
@@ -209,7 +211,7 @@ def cpu_seconds(pid: int) -> float:
 def cpu_use(server_s: float, client_s: float, elapsed: float, images: int) -> dict[str, float]:
     """Where the cores went during a load run: the service's CPU per image, and the share of
     the machine's cores the service and this load generator (same machine) each took."""
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))  # the cores this process may use (containers)
     return {
         "server_cpu_ms_per_image": round(1000 * server_s / max(images, 1), 2),
         "client_cpu_ms_per_image": round(1000 * client_s / max(images, 1), 2),

@@ -5,11 +5,11 @@ with ONNX Runtime (QDQ; int8 per-channel weights, uint8 activations) calibrated 
 checkpoint's own **validation** images of both classes (never its test set), correct its output
 (one scale and one shift of the logit, least squares against the fp32 logits on validation
 images: int8 rounding shifts a ReLU network's output, and a verdict near the threshold moves
-with it), then score its
-**held-out test set** (real test lesions and the test split of every fake source it names) with
-both models and record how often the served verdicts agree and how much ROC-AUC moved. The int8
-file, ``detector.int8.onnx``, goes beside ``detector.safetensors`` with all of that in its
-metadata (``models.quantized``); the service serves it only when those figures pass its gate.
+with it; ``training.logit_correction``), then score its **held-out test set** (real test lesions
+and the test split of every fake source it names) with both models and record how often the
+served verdicts agree and how much ROC-AUC moved. The int8 file, ``detector.int8.onnx``, goes
+beside ``detector.safetensors`` with all of that in its metadata (``models.quantized``); the
+service serves it only when those figures pass its gate.
 
 Why ONNX Runtime: on the 2-core AVX2 CPU of issue 16's trial it was the fastest int8 path at
 batch 1 and batch 16 (torchao PT2E + inductor close at 16, half its speed at 1); on an AVX-512
@@ -53,6 +53,7 @@ from models.quantized import (
 )
 from training.common import write_json
 from training.detector_data import DetectorData, checkpoint_sets, load_views
+from training.logit_correction import append_affine, fit_correction, implausible
 from training.metrics import roc_auc
 from training.scoring import calibrated, predict_view_logits, verdicts
 
@@ -170,6 +171,8 @@ def parse_args(argv: list[str] | None = None) -> QuantizeConfig:
     a("--seed", type=int, default=0, help="seed of the image subsamples")
     a("--quiet", action="store_true", help="no progress bars")
     cfg = QuantizeConfig(**vars(p.parse_args(argv)))
+    if cfg.calibration_views != 0 and cfg.calibration_views < 2:
+        p.error("--calibration-views takes 0 (all) or at least 2 (one per class)")
     if cfg.keep_fp32 != "auto" and not cfg.keep_fp32.isdigit():
         p.error(f"--keep-fp32 takes a count or 'auto', not {cfg.keep_fp32!r}")
     return cfg
@@ -350,52 +353,17 @@ class Reference:
         return cls(views, logits, verdicts_of(meta, logits))
 
 
-def fit_correction(int8_logits: np.ndarray, fp32_logits: np.ndarray) -> tuple[float, float]:
-    """Least-squares scale and shift taking the int8 logits to fp32's (every view pooled)."""
-    x = np.asarray(int8_logits, np.float64).ravel()
-    y = np.asarray(fp32_logits, np.float64).ravel()
-    (scale, shift), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)
-    return float(scale), float(shift)
-
-
-def append_affine(path: Path, scale: float, shift: float) -> None:
-    """Rewrite the ONNX file at ``path`` so its output is ``scale * output + shift`` (two fp32
-    nodes after the last): the correction travels inside the served file."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    proto = onnx.load(str(path))
-    graph = proto.graph
-    out = graph.output[0].name
-    raw = f"{out}_uncorrected"
-    for node in graph.node:
-        node.output[:] = [raw if name == out else name for name in node.output]
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.array(scale, np.float32), f"{out}_scale"),
-            numpy_helper.from_array(np.array(shift, np.float32), f"{out}_shift"),
-        ]
-    )
-    graph.node.extend(
-        [
-            helper.make_node("Mul", [raw, f"{out}_scale"], [f"{out}_scaled"], "logit_scale"),
-            helper.make_node("Add", [f"{out}_scaled", f"{out}_shift"], [out], "logit_shift"),
-        ]
-    )
-    onnx.save(proto, str(path))
-
-
 def build_int8(
     fp32: Path,
     out: Path,
     calibration: torch.Tensor,
     meta: CheckpointMeta,
-    reference: Reference,
+    reference: Reference | None,
     cfg: QuantizeConfig,
     exclude: Sequence[str] = (),
 ) -> dict[str, Any] | None:
-    """Quantize ``fp32`` to ``out`` and, unless ``--no-correct-logits``, fit and bake in the
-    output correction; returns the correction, for the metadata."""
+    """Quantize ``fp32`` to ``out`` and, unless ``--no-correct-logits``, fit the output
+    correction on ``reference`` and bake it in (or say why not); returns it, for the metadata."""
     quantize_onnx(
         fp32,
         out,
@@ -407,15 +375,21 @@ def build_int8(
     )
     if not cfg.correct_logits:
         return None
+    assert reference is not None
     raw = view_logits(OnnxDetector(out, require_meta=False), meta, reference.views, cfg.batch_size)
     scale, shift = fit_correction(raw, reference.logits)
-    append_affine(out, scale, shift)
-    return {
+    correction = {
         "scale": scale,
         "shift": shift,
         "rule": "least squares of the fp32 logits on the int8 logits",
         "validation_views": int(raw.size),
     }
+    problem = implausible(scale)
+    if problem:
+        logger.warning("%s: output correction not applied: %s", out, problem)
+        return {**correction, "applied": False, "reason": problem}
+    append_affine(out, scale, shift)
+    return {**correction, "applied": True}
 
 
 def agreement(
@@ -580,13 +554,16 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
     with tempfile.TemporaryDirectory(prefix="quantize-", dir=out.parent) as tmp:
         fp32_file, int8_file = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model, detector_example(pre.image_size), fp32_file)
-        fit_set = checkpoint_sets(
-            meta, cfg.data, cfg.synthetic, {"val": cfg.sensitivity_images, "test": 1}, cfg.seed
-        )["val"]
-        reference = Reference.of(model, meta, operating_views(meta, fit_set, cfg.quiet), cfg)
+        reference = None
+        if cfg.correct_logits or cfg.keep_fp32 != "0":
+            fit_set = checkpoint_sets(
+                meta, cfg.data, cfg.synthetic, {"val": cfg.sensitivity_images, "test": 1}, cfg.seed
+            )["val"]
+            reference = Reference.of(model, meta, operating_views(meta, fit_set, cfg.quiet), cfg)
         kept: list[str] = []
         selection = None
         if cfg.keep_fp32 != "0":
+            assert reference is not None
             kept, selection = choose_fp32_nodes(meta, fp32_file, calibration, reference, cfg)
         correction = build_int8(
             fp32_file, int8_file, calibration, meta, reference, cfg, exclude=kept

@@ -85,3 +85,18 @@ def test_clear_errors(tmp_path: Path) -> None:
         list_images(tmp_path)
     with pytest.raises(ValueError, match="sum to 1"):
         SplitConfig(fractions={"gan_train": 0.5, "detector_test": 0.2})
+
+
+def test_same_split_survives_a_json_round_trip_and_tells_splits_apart() -> None:
+    """A split read back from a run's config.json (or written with integer fractions) is the
+    same split; another seed or other fractions are not."""
+    import json
+
+    ours = SplitConfig()
+    back = json.loads(json.dumps({"fractions": ours.fractions, "seed": ours.seed}))
+    assert SplitConfig(back["fractions"], back["seed"]).same_as(ours)
+    whole = {"gan_train": 1, "detector_train": 0, "detector_val": 0, "detector_test": 0}
+    assert SplitConfig(whole).same_as(SplitConfig({k: float(v) for k, v in whole.items()}))
+    assert not SplitConfig(ours.fractions, 1).same_as(ours)
+    other = {**ours.fractions, "gan_train": 0.4, "detector_train": 0.4}
+    assert not SplitConfig(other, ours.seed).same_as(ours)

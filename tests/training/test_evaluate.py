@@ -26,7 +26,7 @@ def _train(ham_dir: Path, out: Path, *args: str) -> Path:
 def trained(ham_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """A one-step VGG16 on the SNGAN source and a one-step NPR on two sources with one held
     out: the shape of the pipeline's two served detectors, at toy size. Removed when the
-    module ends: the VGG16 run alone is 2.5 GB."""
+    module ends, failed or not: the VGG16 run alone is 2.5 GB."""
     root = tmp_path_factory.mktemp("evaluate-models")
     sngan = make_synthetic(root / "sngan", n=30, size=64, seed=2)
     other = make_synthetic(root / "other", n=30, size=32, seed=3)

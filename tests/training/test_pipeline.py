@@ -35,8 +35,8 @@ def _stage_tokens(out: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def artifacts(ham_dir: Path, shared_data: Path, tmp_path_factory) -> Iterator[Path]:
-    """Every stage of the smoke profile, once for the module; removed when the module ends
-    (two VGG16-sized runs, 5 GB)."""
+    """Every stage of the smoke profile, once for the module; removed when the module ends,
+    failed or not (two VGG16-sized runs, 5 GB)."""
     out = tmp_path_factory.mktemp("artifacts")
     foreign = {"stylegan": shared_data / "generated-eval" / "stylegan-hyper07-128"}
     cfg = pipeline.PipelineConfig(

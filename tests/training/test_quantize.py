@@ -16,9 +16,9 @@ from models.quantized import OnnxDetector, OnnxModel, QuantizedModelError, quant
 from models.sngan import Generator, GeneratorConfig
 from tests.app.conftest import INT8_SMALL_SETS
 from training.detector_data import checkpoint_sets, load_views
+from training.logit_correction import append_affine, fit_correction, implausible
 from training.quantize import (
     export_onnx,
-    fit_correction,
     main,
     model_inputs,
     operating_views,
@@ -176,13 +176,40 @@ def test_fit_correction_recovers_an_affine_map() -> None:
     x = np.random.default_rng(0).normal(size=(50, 2))
     assert fit_correction(x, 1.25 * x - 0.5) == pytest.approx((1.25, -0.5))
     assert fit_correction(x, x) == pytest.approx((1.0, 0.0), abs=1e-12)
+    assert implausible(1.25) is None
+    assert "outside" in implausible(-0.3) and "outside" in implausible(4.0)
+
+
+def test_append_affine_keeps_every_reader_of_the_old_output(tmp_path: Path) -> None:
+    """A graph whose output is also read by another node stays valid (onnx.checker) and gives
+    scale * output + shift; a graph whose output no node makes is refused."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["y"], "relu"),
+        helper.make_node("Neg", ["y"], ["unused"], "reader"),  # another reader of the output
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    append_affine(path, 2.0, -1.0)
+    got = OnnxModel(path)(torch.tensor([[-3.0], [0.5], [2.0]]))
+    assert torch.allclose(got, torch.tensor([[-1.0], [0.0], [3.0]]))
+    through = helper.make_graph([], "g", [x], [x])
+    onnx.save(helper.make_model(through, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ValueError, match="no node produces"):
+        append_affine(path, 2.0, -1.0)
 
 
 def test_the_output_correction_is_fitted_on_validation_and_travels_in_the_file(
     int8_npr: Path, ham_dir: Path, tmp_path: Path
 ) -> None:
     """The served file's logit is scale * (ONNX Runtime's int8 logit) + shift, both named in its
-    metadata; fitted on validation views, it brings the int8 logits closer to fp32's there."""
+    metadata, fitted on the validation views; on held-out test views it brings the int8 logits
+    closer to fp32's."""
     import shutil
 
     raw_checkpoint = tmp_path / "raw" / "detector.safetensors"
@@ -194,13 +221,14 @@ def test_the_output_correction_is_fitted_on_validation_and_travels_in_the_file(
     corrected = OnnxDetector(quantized_path(int8_npr))
     assert raw.meta.toolchain["output_correction"] is None
     correction = corrected.meta.toolchain["output_correction"]
+    assert correction["applied"] is True
     scale, shift = correction["scale"], correction["shift"]
-    assert (scale, shift) != (1.0, 0.0)
 
     model, meta = load_model(int8_npr)
-    val = checkpoint_sets(meta, ham_dir, None, {"val": 16, "test": 1})["val"]
-    views = operating_views(meta, val)
+    sets = checkpoint_sets(meta, ham_dir, None, {"val": 16, "test": 24})
+    views = operating_views(meta, sets["val"])
     assert correction["validation_views"] == views.shape[0] * views.shape[1]
+    views = operating_views(meta, sets["test"])
     want = view_logits(model, meta, views)
     got_raw, got = view_logits(raw, meta, views), view_logits(corrected, meta, views)
     np.testing.assert_allclose(got, scale * got_raw + shift, rtol=1e-5, atol=1e-5)
@@ -244,5 +272,7 @@ def test_calibration_views_are_capped_half_per_class(int8_npr: Path, ham_dir: Pa
     assert len(capped) == 8
     real_views = every[: 2 * len(val.real)]
     assert all((real_views == x).all(dim=(1, 2, 3)).any() for x in capped[:4])  # real half
-    assert not all((real_views == x).all(dim=(1, 2, 3)).any() for x in capped[4:])
+    assert not any((real_views == x).all(dim=(1, 2, 3)).any() for x in capped[4:])
     assert torch.equal(capped, calibration_inputs(meta, val, max_views=8, seed=3))
+    with pytest.raises(SystemExit):  # one view cannot be half per class
+        parse_args(["--checkpoint", str(int8_npr), "--calibration-views", "1"])

@@ -44,7 +44,7 @@ def rehearse(
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """One rehearsal for the module; its 3.6 GB are removed when the module ends."""
+    """One rehearsal for the module; its 3.6 GB are removed when the module ends, failed or not."""
     root = tmp_path_factory.mktemp("rehearsal")
     weights = vgg16_shaped_weights()
     name = weights_name(weights)
