@@ -5,7 +5,7 @@ Every recipe quantizes a copy of the checkpoint (in a temporary folder, so the i
 the real checkpoint is never touched) with ``training.quantize``'s own code and flags, and
 reports what that run measured on the held-out test set: verdict agreement with fp32, images
 that differ, mean |dp| and the ROC-AUC drop. Recipes are ``method:images:correct`` (``correct``
-is ``yes`` or ``no``).
+is ``yes`` or ``no``; a fourth part ``fp32head`` keeps the logit's layer in fp32).
 
     python -m bench.int8_recipes --checkpoint artifacts/detector/detector.safetensors \\
         --data ../shared/data/ham10000-200x150 --out bench/results/int8_recipes.json
@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--recipes",
         nargs="+",
         default=DEFAULT_RECIPES,
-        help="method:calibration-images:correct, e.g. percentile:256:yes (method minmax or "
-        "percentile; correct yes or no)",
+        help="method:calibration-images:correct[:fp32head], e.g. percentile:256:yes (method "
+        "minmax or percentile; correct yes or no; fp32head keeps the logit's layer fp32)",
     )
     p.add_argument(
         "--sensitivity-images",
@@ -76,18 +76,20 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 
 def parse_recipe(recipe: str) -> list[str]:
-    """``percentile:256:yes`` -> training.quantize flags."""
+    """``percentile:256:yes[:fp32head]`` -> training.quantize flags."""
     parts = recipe.split(":")
     if (
-        len(parts) != 3
+        len(parts) not in (3, 4)
         or parts[0] not in quantize.CALIBRATION_METHODS
         or parts[2] not in {"yes", "no"}
+        or parts[3:] not in ([], ["fp32head"])
     ):
-        raise ValueError(f"recipe {recipe!r}: expected METHOD:IMAGES:yes|no")
+        raise ValueError(f"recipe {recipe!r}: expected METHOD:IMAGES:yes|no[:fp32head]")
     if not parts[1].isdigit() or int(parts[1]) < 1:
         raise ValueError(f"recipe {recipe!r}: calibration images must be a positive count")
     flags = ["--calibration-method", parts[0], "--calibration-images", parts[1]]
-    return flags + (["--no-correct-logits"] if parts[2] == "no" else [])
+    flags += ["--no-correct-logits"] if parts[2] == "no" else []
+    return flags + (["--fp32-head"] if parts[3:] else [])
 
 
 def main(cfg: Config) -> dict[str, Any]:

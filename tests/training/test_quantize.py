@@ -276,3 +276,34 @@ def test_calibration_views_are_capped_half_per_class(int8_npr: Path, ham_dir: Pa
     assert torch.equal(capped, calibration_inputs(meta, val, max_views=8, seed=3))
     with pytest.raises(SystemExit):  # one view cannot be half per class
         parse_args(["--checkpoint", str(int8_npr), "--calibration-views", "1"])
+
+
+def test_fp32_head_keeps_the_logit_off_the_uint8_grid(
+    int8_npr: Path, ham_dir: Path, tmp_path: Path
+) -> None:
+    """--fp32-head: the layer that makes the logit computes with fp32 weights and its output is
+    never quantized; the metadata names those nodes; the rest of the model stays int8."""
+    import shutil
+
+    import onnx
+
+    checkpoint = tmp_path / "head" / "detector.safetensors"
+    checkpoint.parent.mkdir()
+    shutil.copy(int8_npr, checkpoint)
+    args = ["--checkpoint", str(checkpoint), "--data", str(ham_dir), "--quiet"]
+    (meta,) = main(parse_args([*args, *INT8_SMALL_SETS, "--fp32-head"]))
+    head = meta.toolchain["fp32_head"]
+    graph = onnx.load(str(quantized_path(checkpoint))).graph
+    by_name = {n.name: n for n in graph.node}
+    assert head and by_name[head[0]].op_type == "Gemm"
+    producers = {out: n.op_type for n in graph.node for out in n.output}
+    head_tensors = {t for name in head for t in by_name[name].output}
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in head_tensors for n in graph.node)
+    weight = by_name[head[0]].input[1]
+    assert producers.get(weight) != "DequantizeLinear"  # fp32 weights, not dequantized int8
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) > 5  # the body is int8
+    from bench.int8_recipes import parse_recipe
+
+    assert parse_recipe("percentile:8:yes:fp32head")[-1] == "--fp32-head"
+    with pytest.raises(ValueError):
+        parse_recipe("percentile:8:yes:head")
