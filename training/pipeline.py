@@ -272,12 +272,9 @@ def rehearsal(prof: Profile) -> Profile:
 PROFILES["paper-rehearsal"] = rehearsal(PROFILES["paper"])
 PROFILES["cpu-long"] = replace(
     PROFILES["quick"],
-    gan={
-        **PROFILES["quick"].gan,
-        "time_limit_min": 90.0,
-        "sample_every": 2000,
-        "quality_every": 2000,
-    },
+    # scored every 500 steps as in quick: FD swings by 2-4 between checkpoints 500 steps apart,
+    # and the best one is kept (docs/TRAINING.md, "What more CPU buys")
+    gan={**PROFILES["quick"].gan, "time_limit_min": 90.0, "sample_every": 2000},
     features={**PROFILES["quick"].features, "time_limit_min": 10.0},
 )
 
