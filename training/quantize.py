@@ -371,8 +371,6 @@ def build_int8(
 ) -> dict[str, Any] | None:
     """Quantize ``fp32`` to ``out`` and, unless ``--no-correct-logits``, fit the output
     correction on ``reference`` and bake it in (or say why not); returns it, for the metadata."""
-    if cfg.fp32_head:
-        exclude = [*exclude, *head_nodes(fp32)]
     quantize_onnx(
         fp32,
         out,
@@ -497,6 +495,7 @@ def choose_fp32_nodes(
     calibration: torch.Tensor,
     reference: Reference,
     cfg: QuantizeConfig,
+    head: Sequence[str] = (),
 ) -> tuple[list[str], dict[str, Any]]:
     """The nodes to keep fp32 (``--keep-fp32``), ranked and, for ``auto``, counted on
     validation images only; with how they were chosen, for the int8 file's metadata."""
@@ -518,7 +517,8 @@ def choose_fp32_nodes(
     with tempfile.TemporaryDirectory(prefix="keep-fp32-") as tmp:
         int8 = Path(tmp) / "int8.onnx"
         for k in counts:
-            build_int8(fp32, int8, calibration, meta, reference, cfg, exclude=order[:k])
+            exclude = [*order[:k], *head]
+            build_int8(fp32, int8, calibration, meta, reference, cfg, exclude=exclude)
             model = OnnxDetector(int8, require_meta=False)
             tried[k] = compare(model, meta, reference.views, reference.served)
             if tried[k]["agreement"] >= cfg.min_agreement:
@@ -580,13 +580,14 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
                 meta, cfg.data, cfg.synthetic, {"val": cfg.sensitivity_images, "test": 1}, cfg.seed
             )["val"]
             reference = Reference.of(model, meta, operating_views(meta, fit_set, cfg.quiet), cfg)
+        head = head_nodes(fp32_file) if cfg.fp32_head else []  # read the graph once
         kept: list[str] = []
         selection = None
         if cfg.keep_fp32 != "0":
             assert reference is not None
-            kept, selection = choose_fp32_nodes(meta, fp32_file, calibration, reference, cfg)
+            kept, selection = choose_fp32_nodes(meta, fp32_file, calibration, reference, cfg, head)
         correction = build_int8(
-            fp32_file, int8_file, calibration, meta, reference, cfg, exclude=kept
+            fp32_file, int8_file, calibration, meta, reference, cfg, exclude=[*kept, *head]
         )
         quantized = OnnxDetector(int8_file, require_meta=False)
         figures = agreement(model, quantized, meta, sets["test"], cfg)
@@ -609,7 +610,7 @@ def quantize_checkpoint(checkpoint: Path, cfg: QuantizeConfig) -> QuantizedMeta:
                 "weights": "int8, per channel" + (", reduced range" if cfg.reduce_range else ""),
                 "activations": "uint8, per tensor",
                 "kept_fp32": kept,
-                "fp32_head": head_nodes(fp32_file) if cfg.fp32_head else [],
+                "fp32_head": head,
                 "output_correction": correction,
                 **({"kept_fp32_selection": selection} if selection else {}),
                 **versions(),
