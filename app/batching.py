@@ -26,9 +26,11 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
+
+from app.threads import named_pool
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -115,7 +117,7 @@ class Batcher(Generic[T, R]):
         self.observer = observer
         self._own_executor = executor is None
         # One thread per model: forward passes of one model run one at a time, in order.
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"{name}-batch")
+        self._executor = executor or named_pool(1, f"batch-{name}")
         self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 

@@ -23,6 +23,7 @@ from app.metrics import Metrics
 from app.request_context import record_call
 from app.runners import DetectorRunner, DetectorScore, GeneratorRunner, Runner
 from app.settings import Settings
+from app.threads import named_pool
 from models.preprocessing import encode, to_pil
 from models.runtime import InferenceOptions, dtype_name, resolve_device, resolve_dtype
 from models.saliency import Saliency
@@ -135,8 +136,8 @@ class Services:
             generator=generator,
             detect_batchers={d.name: batcher(d.name, d) for d in detectors},
             generate_batcher=batcher(generator.name, generator),
-            image_pool=ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="image"),
-            explain_pool=ThreadPoolExecutor(1, thread_name_prefix="explain"),
+            image_pool=named_pool(settings.decode_threads, "image"),
+            explain_pool=named_pool(1, "explain"),
             metrics=metrics,
         )
         for runner in runners:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import subprocess
 import time
@@ -54,6 +55,7 @@ class Config:
     generator: Path | None = None
     images: Path = Path("../shared/data/isic-uda1-originals")
     concurrency: list[int] = field(default_factory=lambda: [1, 8, 32])
+    images_per_request: int = 1
     requests: int = 96
     max_seconds: float = 120.0
     batch_size: int = 16
@@ -84,6 +86,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
     a("--generator", type=Path, default=None, help="generator checkpoint (default: in artifacts)")
     a("--images", type=Path, default=Config.images, help="folder of .jpg/.png upload images")
     a("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="client concurrencies")
+    a(
+        "--images-per-request",
+        type=int,
+        default=Config.images_per_request,
+        help="images per /detect request: 1 sends 'file', more send them together as 'files' "
+        "(a client uploading a series at once; throughput is counted in images)",
+    )
     a("--requests", type=int, default=Config.requests, help="requests per measurement (bound)")
     a("--max-seconds", type=float, default=Config.max_seconds, help="time bound per measurement")
     a("--batch-size", type=int, default=Config.batch_size, help="service max_batch_size when on")
@@ -111,7 +120,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     a("--raw-seconds", type=float, default=Config.raw_seconds, help="timed seconds per raw model")
     a("--out", type=Path, default=None, help="JSON results file")
-    return Config(**vars(p.parse_args(argv)))
+    ns = p.parse_args(argv)
+    if not 1 <= ns.images_per_request <= 16:
+        p.error("--images-per-request must be in 1..16 (the service's default DERMAFAKE_MAX_FILES)")
+    return Config(**vars(ns))
 
 
 def raw_models(
@@ -202,10 +214,30 @@ def cpu_ms_per_item(fn: Callable[[], object], items: int, calls: int = 4) -> flo
     return 1000 * (time.process_time() - start) / (calls * items)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads, from /proc (clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of a process (all its threads), or of its thread ``tid``, from
+    /proc (clock ticks)."""
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time of a process by thread role, from /proc: ``main`` (the event loop: HTTP,
+    routing, form parsing, responses) and every other thread by its OS name without the pool
+    index (the service names its pools, app/threads.py: ``image`` decodes uploads,
+    ``batch-NAME`` runs a model's forward passes; native pools started by a thread inherit its
+    name, unnamed ones stay ``python``)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            seconds = cpu_seconds(pid, int(task.name))
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+        role = "main" if int(task.name) == pid else re.sub(r"_\d+$", "", name)
+        out[role] = out.get(role, 0.0) + seconds
+    return out
 
 
 def cpu_use(server_s: float, client_s: float, elapsed: float, images: int) -> dict[str, float]:
@@ -270,21 +302,32 @@ def detector_batches(url: str) -> tuple[float, float]:
 
 
 def detect_load(url: str, images: list[bytes], concurrency: int, cfg: Config, pid: int) -> dict:
+    k = cfg.images_per_request
+
     def send(client: httpx.AsyncClient, i: int) -> object:
-        files = {"file": (f"{i}.jpg", images[i % len(images)])}
+        picked = [(f"{i * k + j}.jpg", images[(i * k + j) % len(images)]) for j in range(k)]
+        files = {"file": picked[0]} if k == 1 else [("files", f) for f in picked]
         return client.post(url + "/detect", files=files)
 
     forwards, served = detector_batches(url)
     server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
+    threads = thread_cpu_seconds(pid)
     lat, elapsed = asyncio.run(bounded_load(send, concurrency, cfg.requests, cfg.max_seconds))
     server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
+    threads = {k: v - threads.get(k, 0.0) for k, v in thread_cpu_seconds(pid).items()}
     forwards_after, served_after = detector_batches(url)
     mean_batch = (served_after - served) / max(forwards_after - forwards, 1)
     return {
         "concurrency": concurrency,
-        **summarise(lat, elapsed, 1),
+        "images_per_request": k,
+        **summarise(lat, elapsed, k),
         "mean_batch": round(mean_batch, 2),
-        **cpu_use(server_cpu, client_cpu, elapsed, len(lat)),
+        "served_images": int(served_after - served),  # the service's own count
+        **cpu_use(server_cpu, client_cpu, elapsed, len(lat) * k),
+        "server_cpu_ms_per_image_by_thread": {
+            role: round(1000 * seconds / max(len(lat) * k, 1), 2)
+            for role, seconds in sorted(threads.items(), key=lambda kv: -kv[1])
+        },
     }
 
 

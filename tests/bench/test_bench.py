@@ -66,6 +66,7 @@ def test_service_speed_runs_the_real_server_batched_and_unbatched(
     out = tmp_path / "service.json"
     args = ["--detector", str(checkpoints.detector), "--generator", str(checkpoints.generator)]
     args += ["--images", str(images), "--concurrency", "1", "4", "--requests", "6"]
+    args += ["--images-per-request", "2"]  # sent together as 'files'
     args += ["--batch-size", "4", "--generate-n", "2", "--no-compile", "--raw-seconds", "0.1"]
     args += ["--memory-settings", "fp32_eager", "--precision", "fp32", "--out", str(out)]
     service_speed.main(service_speed.parse_args(args))
@@ -73,10 +74,21 @@ def test_service_speed_runs_the_real_server_batched_and_unbatched(
     for mode in ("batched", "unbatched"):
         assert [r["concurrency"] for r in result[mode]["detect"]] == [1, 4]
         assert all(r["requests"] == 6 for r in result[mode]["detect"])  # the bound, all served
+        # two images per request reached the models, as the service itself counted them
+        assert all(r["served_images"] == 12 for r in result[mode]["detect"])
         for row in result[mode]["detect"]:  # the service worked, and so did the load generator
             assert row["server_cpu_ms_per_image"] > 0 and row["client_cpu_ms_per_image"] > 0
             # /proc counts 10 ms ticks: a short run can overshoot 1 by a few ticks
             assert 0 < row["server_core_share"] + row["client_core_share"] <= 1.25
+            # by thread: the event loop, the decode pool and the model's batch thread are
+            # told apart, the model worked, and the live threads' parts never exceed the whole
+            # (which also counts threads that ended; /proc counts 10 ms ticks per thread)
+            by_thread = row["server_cpu_ms_per_image_by_thread"]
+            assert {"main", "image"} <= set(by_thread)
+            batch = [v for role, v in by_thread.items() if role.startswith("batch-")]
+            assert len(batch) == 1 and batch[0] > 0, by_thread
+            tick_ms = 10 * len(by_thread) / row["served_images"]
+            assert sum(by_thread.values()) <= row["server_cpu_ms_per_image"] + tick_ms
         assert result[mode]["memory"]["rss_mib"] > 0
     assert result["batched"]["generate"]["n"] == 2
     assert set(result["memory"]) == {"fp32_eager"}
