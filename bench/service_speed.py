@@ -282,7 +282,10 @@ async def bounded_load(
             response.raise_for_status()
             latencies.append(time.perf_counter() - t)
 
-    async with httpx.AsyncClient(timeout=600) as client:
+    # One kept-alive connection per client (httpx keeps 20 by default: beyond that, every
+    # request would open and close a TCP connection, on both sides' CPU).
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     return latencies, time.perf_counter() - start
 
