@@ -196,6 +196,10 @@ class DetectorRunner(Runner):
     def verdict(self, score: DetectorScore) -> Verdict:
         return self.operating_point.verdict(score.probability, score.half_scale)
 
+    def decide(self, score: DetectorScore) -> tuple[Verdict, str]:
+        """The verdict and why (``OperatingPoint.decide``)."""
+        return self.operating_point.decide(score.probability, score.half_scale)
+
     def info(self) -> dict[str, Any]:
         op = self.operating_point
         int8 = self.int8.meta if self.int8 is not None else None

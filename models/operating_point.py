@@ -71,15 +71,40 @@ class OperatingPoint:
     def verdict(self, probability: float, half_scale: float | None = None) -> Verdict:
         """The verdict for P(synthetic) of the image (and of its half-scale view, when this
         operating point checks it; without it, no image can be called synthetic)."""
-        if probability >= self.threshold:
-            if self.half_scale_threshold is None:
-                return "synthetic"
-            if half_scale is not None and half_scale >= self.half_scale_threshold:
-                return "synthetic"
-            return "inconclusive"
-        if probability >= self.band_low:
-            return "inconclusive"
-        return "real"
+        return self.decide(probability, half_scale)[0]
+
+    def decide(self, probability: float, half_scale: float | None = None) -> tuple[Verdict, str]:
+        """:meth:`verdict` and why, in one sentence for the person reading it: which threshold
+        the score met or missed, and what that threshold means."""
+        p, t = probability, self.threshold
+        rate = (
+            ""
+            if self.target_fpr is None
+            else f" (set so that {self.target_fpr:.0%} of real validation photos reach it)"
+        )
+        if p >= t:
+            above = f"score {p:.3f} >= threshold {t:.3f}{rate}"
+            h = self.half_scale_threshold
+            if h is None:
+                return "synthetic", above
+            if half_scale is None:
+                return "inconclusive", f"{above}, but the image was not scored at half scale"
+            if half_scale >= h:
+                persists = f"the trace persists at half scale ({half_scale:.3f} >= {h:.3f})"
+                return "synthetic", f"{above}, and {persists}"
+            return (
+                "inconclusive",
+                f"{above}, but at half scale it scores {half_scale:.3f} < {h:.3f}: a trace that "
+                "vanishes at half scale is also what enlarging a real photo leaves",
+            )
+        if p >= self.band_low:
+            return (
+                "inconclusive",
+                f"score {p:.3f} is in the inconclusive band [{self.band_low:.3f}, {t:.3f}): "
+                "too close to the threshold to call",
+            )
+        below = "the inconclusive band" if self.band_low < t else "the threshold"
+        return "real", f"score {p:.3f} < {self.band_low:.3f}, below {below}"
 
     @property
     def controlled(self) -> bool:
@@ -101,7 +126,14 @@ class OperatingPoint:
 
 
 def overall_verdict(verdicts: list[Verdict], controlled: list[bool] | None = None) -> Verdict:
-    """One verdict from several models.
+    """One verdict from several models: :func:`overall_decision` without the reason."""
+    return overall_decision(verdicts, controlled)[0]
+
+
+def overall_decision(
+    verdicts: list[Verdict], controlled: list[bool] | None = None, names: list[str] | None = None
+) -> tuple[Verdict, str]:
+    """One verdict from several models, and why (naming the models that decided it).
 
     ``synthetic`` when a model whose threshold holds a known false-positive rate on real photos
     (``controlled``: an operating point with a ``target_fpr``) says so: each catches generators
@@ -115,9 +147,25 @@ def overall_verdict(verdicts: list[Verdict], controlled: list[bool] | None = Non
     flags = [True] * len(verdicts) if controlled is None else list(controlled)
     if len(flags) != len(verdicts):
         raise ValueError("one controlled flag per verdict")
-    trusted = [v for v, c in zip(verdicts, flags, strict=True) if c] if any(flags) else verdicts
-    if "synthetic" in trusted:
-        return "synthetic"
+    names = [f"model {i + 1}" for i in range(len(verdicts))] if names is None else list(names)
+    if len(names) != len(verdicts):
+        raise ValueError("one name per verdict")
+    counted = flags if any(flags) else [True] * len(flags)  # whose synthetic decides
+
+    def who(verdict: Verdict, trusted: bool | None = None) -> str:
+        said = zip(names, verdicts, counted, strict=True)
+        return ", ".join(
+            n for n, v, c in said if v == verdict and (trusted is None or c == trusted)
+        )
+
+    if synthetic := who("synthetic", True):
+        return "synthetic", f"{synthetic}: synthetic"
     if all(v == "real" for v in verdicts):
-        return "real"
-    return "inconclusive"
+        return "real", "every model: real"
+    if doubt := who("synthetic", False):
+        return (
+            "inconclusive",
+            f"{doubt}: synthetic, but its threshold holds no known false-positive rate on real "
+            "photos, so it raises doubt rather than a verdict",
+        )
+    return "inconclusive", f"{who('inconclusive')}: inconclusive"

@@ -54,6 +54,10 @@ class ModelScore(BaseModel):
         "real below; equal to threshold when the model has no inconclusive band"
     )
     verdict: Label
+    reason: str = Field(
+        description="why this verdict, in words: which threshold the score met or missed, and "
+        "what that threshold means"
+    )
     explanation: Explanation | None = Field(
         None, description="with ?explain=true: the model's saliency map for this image"
     )
@@ -67,6 +71,7 @@ class Verdict(BaseModel):
         description="overall verdict: synthetic when any model says synthetic, real only when "
         "every model says real, else inconclusive"
     )
+    reason: str = Field(description="why this label, naming the models that decided it")
     probability_synthetic: float = Field(
         ge=0, le=1, description="the first (primary) model's score, as in scores[0]"
     )

@@ -165,7 +165,8 @@ async function drawExplanation(canvas, explanation, withHeat) {
 
 function renderResult(card, result) {
   const body = el("div", { class: "result" });
-  body.append(el("p", {}, el("span", { class: `label ${result.label}`, text: result.label })));
+  body.append(el("p", {}, el("span", { class: `label ${result.label}`, text: result.label })),
+    el("p", { class: "reason", text: result.reason }));
   const heatToggle = el("input", { type: "checkbox", checked: "" });
   const canvases = [];
   for (const score of result.scores) {
@@ -175,6 +176,7 @@ function renderResult(card, result) {
         el("span", { text: score.model }),
         el("span", { class: "verdict", text: `${score.verdict} \u00b7 ${pct(score.probability_synthetic)}` })),
       scoreBar(score),
+      el("p", { class: "reason", text: score.reason }),
     );
     if (score.explanation) {
       const canvas = el("canvas", { "aria-label": `${score.model}: where the evidence is` });

@@ -395,8 +395,10 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
         "threshold",
         "inconclusive_below",
         "verdict",
+        "reason",
         "explanation",
     }
+    assert "reason" in schemas["Verdict"]["required"]
     assert schemas["Verdict"]["properties"]["scores"]["items"]["$ref"].endswith("/ModelScore")
     label = schemas["Verdict"]["properties"]["label"]
     assert set(label.get("enum") or schemas[label["$ref"].split("/")[-1]]["enum"]) == {

@@ -20,7 +20,7 @@ from app.main import create_app
 from app.runners import DetectorRunner
 from app.settings import Settings
 from models.checkpoint import CheckpointError, load_model
-from models.operating_point import OperatingPoint, overall_verdict
+from models.operating_point import OperatingPoint, overall_decision
 from models.preprocessing import load_rgb, load_uint8, model_views, normalize
 from models.runtime import InferenceOptions
 from tests.app.conftest import (
@@ -225,11 +225,16 @@ def test_every_model_scores_every_image_and_the_label_combines_them(
             p, verdict = want[score["model"]][i]
             assert score["probability_synthetic"] == pytest.approx(p, abs=1e-5)
             assert score["verdict"] == verdict
+            # the reason quotes the score it judged (the rest: tests/models/test_operating_point)
+            assert score["reason"].startswith(f"score {score['probability_synthetic']:.3f}")
         npr, vgg = result["scores"]
         assert (npr["threshold"], npr["inconclusive_below"]) == (0.6, 0.4)
         assert (vgg["threshold"], vgg["inconclusive_below"]) == (VGG_THRESHOLD, VGG_THRESHOLD)
         # the NPR's threshold holds a target false-positive rate, the old VGG16's does not
-        assert result["label"] == overall_verdict([npr["verdict"], vgg["verdict"]], [True, False])
+        decided = overall_decision(
+            [npr["verdict"], vgg["verdict"]], [True, False], [NPR_NAME, VGG_NAME]
+        )
+        assert (result["label"], result["reason"]) == decided
         npr_verdicts.append(npr["verdict"])
     # All three verdicts occur, so the assertions above could each fail.
     assert set(npr_verdicts) == {"synthetic", "inconclusive", "real"}

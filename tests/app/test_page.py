@@ -99,11 +99,13 @@ def test_check_generate_models_and_a_phone(
         card = driver.find_element(By.CSS_SELECTOR, f'#results .card[data-file="{path.name}"]')
         expected = api["results"][0]
         assert card.find_element(By.CSS_SELECTOR, ".label").text == expected["label"]
+        assert card.find_element(By.CSS_SELECTOR, ".result > .reason").text == expected["reason"]
         for score in expected["scores"]:
-            shown = card.find_element(
-                By.CSS_SELECTOR, f'.score[data-model="{score["model"]}"] .verdict'
-            )
+            block = f'.score[data-model="{score["model"]}"]'
+            shown = card.find_element(By.CSS_SELECTOR, f"{block} .verdict")
             assert shown.text.startswith(score["verdict"])
+            reason = card.find_element(By.CSS_SELECTOR, f"{block} .reason").text
+            assert reason == score["reason"]
             assert f"{100 * score['probability_synthetic']:.1f}%" in shown.text
     assert {
         c.get_attribute("data-model") for c in cards[0].find_elements(By.CSS_SELECTOR, ".score")

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from models.operating_point import VERDICTS, OperatingPoint, overall_verdict
+from models.operating_point import VERDICTS, OperatingPoint, overall_decision, overall_verdict
 
 
 def _below(x: float) -> float:
@@ -173,3 +173,46 @@ def test_a_model_without_a_false_positive_guarantee_raises_doubt_not_a_verdict()
     assert overall_verdict(["real", "synthetic"]) == "synthetic"
     with pytest.raises(ValueError, match="flag"):
         overall_verdict(["real"], [True, False])
+
+
+def test_every_verdict_comes_with_the_reason_that_decided_it() -> None:
+    point = OperatingPoint(
+        threshold=0.6, inconclusive_below=0.4, half_scale_threshold=0.3, target_fpr=0.05
+    )
+    cases = {
+        (0.9, 0.5): ("synthetic", ["0.900 >= threshold 0.600", "5%", "persists", "0.500 >= 0.300"]),
+        (0.9, 0.1): ("inconclusive", ["0.100 < 0.300", "enlarging a real photo"]),
+        (0.9, None): ("inconclusive", ["not scored at half scale"]),
+        (0.5, 0.9): ("inconclusive", ["band [0.400, 0.600)"]),
+        (0.1, 0.9): ("real", ["0.100 < 0.400", "below the inconclusive band"]),
+    }
+    for (p, half), (verdict, words) in cases.items():
+        decided, reason = point.decide(p, half)
+        assert decided == verdict == point.verdict(p, half), (p, half)
+        for word in words:
+            assert word in reason, (p, half, reason)
+    # without a band or a half-scale check or a target rate, the reason says only what applies
+    plain = OperatingPoint(threshold=0.5)
+    assert plain.decide(0.7) == ("synthetic", "score 0.700 >= threshold 0.500")
+    assert plain.decide(0.2) == ("real", "score 0.200 < 0.500, below the threshold")
+
+
+def test_the_overall_reason_names_the_models_that_decided() -> None:
+    names = ["npr-general", "vgg16-paper"]
+    assert overall_decision(["synthetic", "real"], [True, False], names) == (
+        "synthetic",
+        "npr-general: synthetic",
+    )
+    label, reason = overall_decision(["real", "synthetic"], [True, False], names)
+    assert label == "inconclusive" and reason.startswith("vgg16-paper: synthetic, but")
+    assert overall_decision(["inconclusive", "real"], [True, False], names) == (
+        "inconclusive",
+        "npr-general: inconclusive",
+    )
+    assert overall_decision(["real", "real"], [True, False], names) == ("real", "every model: real")
+    # nobody controlled: any synthetic decides, and is named
+    assert overall_decision(["real", "synthetic"], [False, False], names)[1] == (
+        "vgg16-paper: synthetic"
+    )
+    with pytest.raises(ValueError, match="name"):
+        overall_decision(["real"], [True], names)

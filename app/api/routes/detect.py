@@ -13,7 +13,7 @@ from app.api.deps import ExplainDep, MetricsDep, SelectedDetectorsDep, ServicesD
 from app.api.disconnect import unless_disconnected
 from app.api.schemas import DetectResponse, ErrorBody, Explanation, ModelScore, Verdict
 from app.api.uploads import OPENAPI_BODY, DecodedImagesDep
-from models.operating_point import overall_verdict
+from models.operating_point import overall_decision
 from models.preprocessing import encode, model_input, to_pil
 from models.saliency import Saliency
 
@@ -46,7 +46,7 @@ async def detect(
         scores = []
         for m, (detector, per_image) in enumerate(zip(detectors, probabilities, strict=True)):
             score = per_image[i]
-            verdict = detector.verdict(score)
+            verdict, reason = detector.decide(score)
             metrics.detector_verdicts.labels(detector.name, verdict).inc()
             scores.append(
                 ModelScore(
@@ -57,13 +57,16 @@ async def detect(
                     threshold=detector.threshold,
                     inconclusive_below=detector.operating_point.band_low,
                     verdict=verdict,
+                    reason=reason,
                     explanation=None
                     if maps is None
                     else _explanation(maps[m][i], pixels[i][detector.preprocess]),
                 )
             )
-        label = overall_verdict(
-            [s.verdict for s in scores], [d.operating_point.controlled for d in detectors]
+        label, why = overall_decision(
+            [s.verdict for s in scores],
+            [d.operating_point.controlled for d in detectors],
+            [d.name for d in detectors],
         )
         metrics.verdicts.labels(label).inc()
         primary = scores[0]
@@ -71,6 +74,7 @@ async def detect(
             Verdict(
                 filename=image.filename,
                 label=label,
+                reason=why,
                 probability_synthetic=primary.probability_synthetic,
                 threshold=primary.threshold,
                 scores=scores,
