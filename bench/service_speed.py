@@ -40,7 +40,7 @@ from app.backends import load_detector, torch_precision
 from app.discovery import read_detector
 from app.runners import GeneratorRunner, Runner
 from bench import server
-from bench.machine import describe
+from bench.machine import describe, usable_cores
 from bench.timing import timed
 from models.preprocessing import encode, load_rgb, model_views, normalize, to_pil
 from models.quantized import Gate
@@ -243,7 +243,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
 def cpu_use(server_s: float, client_s: float, elapsed: float, images: int) -> dict[str, float]:
     """Where the cores went during a load run: the service's CPU per image, and the share of
     the machine's cores the service and this load generator (same machine) each took."""
-    cores = len(os.sched_getaffinity(0))  # the cores this process may use (containers)
+    cores = usable_cores()
     return {
         "server_cpu_ms_per_image": round(1000 * server_s / max(images, 1), 2),
         "client_cpu_ms_per_image": round(1000 * client_s / max(images, 1), 2),
