@@ -39,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.backends import load_detector, torch_precision
 from app.discovery import read_detector
 from app.runners import GeneratorRunner, Runner
+from app.settings import Settings
 from bench import server
 from bench.machine import describe, usable_cores
 from bench.timing import timed
@@ -121,8 +122,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     a("--raw-seconds", type=float, default=Config.raw_seconds, help="timed seconds per raw model")
     a("--out", type=Path, default=None, help="JSON results file")
     ns = p.parse_args(argv)
-    if not 1 <= ns.images_per_request <= 16:
-        p.error("--images-per-request must be in 1..16 (the service's default DERMAFAKE_MAX_FILES)")
+    max_files = Settings.model_fields["max_files"].default
+    if not 1 <= ns.images_per_request <= max_files:
+        p.error(f"--images-per-request must be in 1..{max_files} (the service's MAX_FILES)")
     return Config(**vars(ns))
 
 
@@ -224,18 +226,23 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """CPU time of a process by thread role, from /proc: ``main`` (the event loop: HTTP,
-    routing, form parsing, responses) and every other thread by its OS name without the pool
-    index (the service names its pools, app/threads.py: ``image`` decodes uploads,
-    ``batch-NAME`` runs a model's forward passes; native pools started by a thread inherit its
-    name, unnamed ones stay ``python``)."""
+    routing, form parsing, responses), every thread the service named by its OS name without
+    the pool index (app/threads.py: ``image`` decodes uploads, ``batch-NAME`` runs a model's
+    forward passes; the kernel keeps 15 bytes of a name), and ``unnamed``: threads that kept
+    the process's name, chiefly ONNX Runtime's and torch's worker pools (a native thread takes
+    the name of the thread that started it)."""
     out: dict[str, float] = {}
+    process_name = Path(f"/proc/{pid}/comm").read_text().strip()
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
             seconds = cpu_seconds(pid, int(task.name))
         except (OSError, ValueError):
             continue  # the thread ended meanwhile
-        role = "main" if int(task.name) == pid else re.sub(r"_\d+$", "", name)
+        if int(task.name) == pid:
+            role = "main"
+        else:
+            role = "unnamed" if name == process_name else re.sub(r"_\d*$", "", name)
         out[role] = out.get(role, 0.0) + seconds
     return out
 
@@ -282,8 +289,8 @@ async def bounded_load(
             response.raise_for_status()
             latencies.append(time.perf_counter() - t)
 
-    # One kept-alive connection per client (httpx keeps 20 by default: beyond that, every
-    # request would open and close a TCP connection, on both sides' CPU).
+    # One kept-alive connection per client, as behind a keep-alive proxy: httpx keeps 20 by
+    # default, and beyond that requests would open and close TCP connections on the service.
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
@@ -314,10 +321,10 @@ def detect_load(url: str, images: list[bytes], concurrency: int, cfg: Config, pi
 
     forwards, served = detector_batches(url)
     server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
-    threads = thread_cpu_seconds(pid)
+    before = thread_cpu_seconds(pid)
     lat, elapsed = asyncio.run(bounded_load(send, concurrency, cfg.requests, cfg.max_seconds))
     server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
-    threads = {k: v - threads.get(k, 0.0) for k, v in thread_cpu_seconds(pid).items()}
+    threads = {role: s - before.get(role, 0.0) for role, s in thread_cpu_seconds(pid).items()}
     forwards_after, served_after = detector_batches(url)
     mean_batch = (served_after - served) / max(forwards_after - forwards, 1)
     return {
@@ -325,7 +332,7 @@ def detect_load(url: str, images: list[bytes], concurrency: int, cfg: Config, pi
         "images_per_request": k,
         **summarise(lat, elapsed, k),
         "mean_batch": round(mean_batch, 2),
-        "served_images": int(served_after - served),  # the service's own count
+        "served_images": int(served_after - served),  # the service's count (one detector)
         **cpu_use(server_cpu, client_cpu, elapsed, len(lat) * k),
         "server_cpu_ms_per_image_by_thread": {
             role: round(1000 * seconds / max(len(lat) * k, 1), 2)

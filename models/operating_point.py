@@ -17,6 +17,7 @@ definition of "synthetic", "real" and "inconclusive" holds everywhere.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -80,31 +81,32 @@ class OperatingPoint:
         rate = (
             ""
             if self.target_fpr is None
-            else f" (set so that {self.target_fpr:.0%} of real validation photos reach it)"
+            else f" (set so that {100 * self.target_fpr:g}% of real validation photos reach it)"
         )
         if p >= t:
-            above = f"score {p:.3f} >= threshold {t:.3f}{rate}"
+            above = f"score {_versus(p, '>=', t, 'threshold ')}{rate}"
             h = self.half_scale_threshold
             if h is None:
                 return "synthetic", above
             if half_scale is None:
                 return "inconclusive", f"{above}, but the image was not scored at half scale"
             if half_scale >= h:
-                persists = f"the trace persists at half scale ({half_scale:.3f} >= {h:.3f})"
+                persists = f"the trace persists at half scale ({_versus(half_scale, '>=', h)})"
                 return "synthetic", f"{above}, and {persists}"
             return (
                 "inconclusive",
-                f"{above}, but at half scale it scores {half_scale:.3f} < {h:.3f}: a trace that "
-                "vanishes at half scale is also what enlarging a real photo leaves",
+                f"{above}, but at half scale it scores {_versus(half_scale, '<', h)}: a trace "
+                "that vanishes at half scale is also what enlarging a real photo leaves",
             )
         if p >= self.band_low:
+            score, low, top = _distinct(p, self.band_low, t)
             return (
                 "inconclusive",
-                f"score {p:.3f} is in the inconclusive band [{self.band_low:.3f}, {t:.3f}): "
-                "too close to the threshold to call",
+                f"score {score} is in the inconclusive band [{low}, {top}): too close to the "
+                "threshold to call",
             )
         below = "the inconclusive band" if self.band_low < t else "the threshold"
-        return "real", f"score {p:.3f} < {self.band_low:.3f}, below {below}"
+        return "real", f"score {_versus(p, '<', self.band_low)}, below {below}"
 
     @property
     def controlled(self) -> bool:
@@ -123,6 +125,24 @@ class OperatingPoint:
             saved.setdefault("threshold", float(threshold))
         known = {k: saved[k] for k in cls.__dataclass_fields__ if k in saved}
         return cls(**known)
+
+
+def _distinct(*values: float) -> list[str]:
+    """The values with 3 decimals, or more where two that differ would otherwise read the
+    same (a score of 0.59996 against a threshold of 0.6 must not read "0.600 < 0.600")."""
+    for digits in range(3, 18):
+        shown = [f"{v:.{digits}f}" for v in values]
+        if all(
+            (a == b) == (x == y)
+            for (a, x), (b, y) in itertools.combinations(zip(shown, values, strict=True), 2)
+        ):
+            return shown
+    return [repr(v) for v in values]
+
+
+def _versus(a: float, op: str, b: float, label: str = "") -> str:
+    shown_a, shown_b = _distinct(a, b)
+    return f"{shown_a} {op} {label}{shown_b}"
 
 
 def overall_verdict(verdicts: list[Verdict], controlled: list[bool] | None = None) -> Verdict:
@@ -151,21 +171,23 @@ def overall_decision(
     if len(names) != len(verdicts):
         raise ValueError("one name per verdict")
     counted = flags if any(flags) else [True] * len(flags)  # whose synthetic decides
-
-    def who(verdict: Verdict, trusted: bool | None = None) -> str:
-        said = zip(names, verdicts, counted, strict=True)
-        return ", ".join(
-            n for n, v, c in said if v == verdict and (trusted is None or c == trusted)
-        )
-
-    if synthetic := who("synthetic", True):
-        return "synthetic", f"{synthetic}: synthetic"
+    said = list(zip(names, verdicts, counted, strict=True))
+    decisive = [n for n, v, c in said if v == "synthetic" and c]
+    if decisive:
+        return "synthetic", f"{', '.join(decisive)}: synthetic"
     if all(v == "real" for v in verdicts):
         return "real", "every model: real"
-    if doubt := who("synthetic", False):
-        return (
-            "inconclusive",
-            f"{doubt}: synthetic, but its threshold holds no known false-positive rate on real "
-            "photos, so it raises doubt rather than a verdict",
+    doubt = [n for n, v, c in said if v == "synthetic" and not c]
+    unsure = [n for n, v, _ in said if v == "inconclusive"]
+    parts = []
+    if doubt:
+        one = len(doubt) == 1
+        holds = "its threshold holds" if one else "their thresholds hold"
+        raises = "it raises" if one else "they raise"
+        parts.append(
+            f"{', '.join(doubt)}: synthetic, but {holds} no known false-positive rate on real "
+            f"photos, so {raises} doubt rather than a verdict"
         )
-    return "inconclusive", f"{who('inconclusive')}: inconclusive"
+    if unsure:
+        parts.append(f"{', '.join(unsure)}: inconclusive")
+    return "inconclusive", "; ".join(parts)
