@@ -327,6 +327,19 @@ class Stage:
     estimate: Callable[[Any], estimate.Estimate]
 
 
+def config_changes(st: Stage) -> list[str]:
+    """What differs between the config a stage's last run recorded and the one it would run
+    with now, as ``key: old -> new``; empty when it never ran or only non-identity keys differ."""
+    marker = st.folder / "stage.json"
+    if not marker.is_file():
+        return []
+    before = json.loads(marker.read_text()).get("config") or {}
+    now = json.loads(json.dumps(jsonable(st.config()), default=str))
+    keys = sorted((set(before) | set(now)) - _NOT_IDENTITY)
+    differ = [k for k in keys if before.get(k) != now.get(k)]
+    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differ]
+
+
 def plan(stages: list[Stage], force: tuple[str, ...] = ()) -> dict[str, bool]:
     """stage -> will it run: forced, not up to date, or downstream of one that runs."""
     tokens: dict[str, str] = {}
@@ -617,6 +630,15 @@ def preflight(cfg: PipelineConfig, prof: Profile, stages: list[Stage]) -> prefli
         + (f"; up to date {', '.join(done)}" if done else ""),
         flush=True,
     )
+    for st in stages:  # a finished stage about to be replaced: say why, before it is gone
+        first = runs[st.name] and st.name not in cfg.force and not any(runs[d] for d in st.deps)
+        if first and (changes := config_changes(st)):
+            print(
+                f"[pipeline] {st.name}: its config differs from the run in {st.folder} "
+                f"({'; '.join(changes)}): that run is replaced, and every stage after it "
+                "reruns. Stop now (Ctrl-C) to keep it, or pass the same options as before.",
+                flush=True,
+            )
     return report
 
 
@@ -790,13 +812,19 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
         help="only run the preflight (inputs, weights, output, device, disk) and exit",
     )
     a = p.parse_args(argv)
+
+    def absolute(named: dict[str, Path]) -> dict[str, Path]:
+        return {name: path.expanduser().resolve() for name, path in named.items()}
+
+    # Absolute paths: stage fingerprints hold them, and `data/x` and `./data/x` or `/abs/data/x`
+    # must not look like another config (which would retrain and replace every stage).
     return PipelineConfig(
-        data=a.data,
-        out=a.out,
+        data=a.data.expanduser().resolve(),
+        out=a.out.expanduser().resolve(),
         profile=a.profile,
         seed=a.seed,
-        foreign=unique_named(a.foreign, "--foreign"),
-        real_extra=unique_named(a.real_extra, "--real-extra"),
+        foreign=absolute(unique_named(a.foreign, "--foreign")),
+        real_extra=absolute(unique_named(a.real_extra, "--real-extra")),
         ablation=a.ablation,
         device=a.device,
         threads=a.threads,

@@ -100,7 +100,12 @@ def test_second_run_skips_and_a_changed_stage_reruns_downstream(
     smoke = pipeline.PROFILES["smoke"]
     changed = dataclasses.replace(smoke, synthetic={**smoke.synthetic, "n": 20})
     monkeypatch.setitem(pipeline.PROFILES, "smoke", changed)
+    capsys.readouterr()
     pipeline.main(cfg)
+    out = capsys.readouterr().out
+    # the finished stage about to be replaced is named, with what changed, before it is gone
+    assert "[pipeline] synthetic: its config differs" in out and "-> 20" in out, out
+    assert "detector: its config differs" not in out  # reruns after it, not for its own config
     after = _stage_tokens(artifacts)
     assert after["gan"] == before["gan"] and after["fakes"] == before["fakes"]
     assert after["features"] == before["features"]
@@ -172,3 +177,20 @@ def test_the_cpu_long_profile_is_the_quick_one_with_a_longer_generator() -> None
         pipeline.parse_args(["--data", "d", "--profile", "cpu-long", "--until", "gan"]).until
         == "gan"
     )
+
+
+def test_paths_are_made_absolute_so_two_spellings_are_one_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data` and `./data` (or its absolute path) must not read as another config: that would
+    retrain every stage and replace the finished ones."""
+    monkeypatch.chdir(tmp_path)
+    spellings = (
+        ["--data", "data", "--out", "runs/a"],
+        ["--data", "./data/", "--out", "runs/../runs/a"],
+    )
+    configs = [pipeline.parse_args([*args, "--foreign", "g=./gen"]) for args in spellings]
+    for cfg in configs:
+        assert cfg.data == tmp_path / "data" and cfg.out == tmp_path / "runs" / "a"
+        assert cfg.foreign == {"g": tmp_path / "gen"}
+    assert configs[0] == configs[1]
