@@ -40,7 +40,7 @@ from app.backends import load_detector, torch_precision
 from app.discovery import read_detector
 from app.runners import GeneratorRunner, Runner
 from app.settings import Settings
-from bench import server
+from bench import rawhttp, server
 from bench.machine import describe, usable_cores
 from bench.timing import timed
 from models.preprocessing import encode, load_rgb, model_views, normalize, to_pil
@@ -57,6 +57,7 @@ class Config:
     images: Path = Path("../shared/data/isic-uda1-originals")
     concurrency: list[int] = field(default_factory=lambda: [1, 8, 32])
     images_per_request: int = 1
+    load_client: str = "httpx"
     requests: int = 96
     max_seconds: float = 120.0
     batch_size: int = 16
@@ -93,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=Config.images_per_request,
         help="images per /detect request: 1 sends 'file', more send them together as 'files' "
         "(a client uploading a series at once; throughput is counted in images)",
+    )
+    a(
+        "--load-client",
+        choices=("httpx", "raw"),
+        default=Config.load_client,
+        help="/detect load generator: httpx, or a minimal HTTP/1.1 client (bench/rawhttp.py) "
+        "that leaves more of a shared machine's CPU to the service",
     )
     a("--requests", type=int, default=Config.requests, help="requests per measurement (bound)")
     a("--max-seconds", type=float, default=Config.max_seconds, help="time bound per measurement")
@@ -297,6 +305,32 @@ async def bounded_load(
     return latencies, time.perf_counter() - start
 
 
+async def bounded_raw_load(
+    url: str, request: Callable[[int], bytes], concurrency: int, n: int, max_s: float
+) -> tuple[list[float], float]:
+    """:func:`bounded_load` with bench/rawhttp.py: one kept-alive connection per client."""
+    latencies: list[float] = []
+    counter = iter(range(n))
+    start = time.perf_counter()
+
+    async def worker() -> None:
+        connection = await rawhttp.Connection.open(url)
+        try:
+            for i in counter:
+                if time.perf_counter() - start > max_s:
+                    return
+                t = time.perf_counter()
+                status, body = await connection.request(request(i))
+                if status != 200:
+                    raise rawhttp.RawHTTPError(f"HTTP {status}: {body[:200]!r}")
+                latencies.append(time.perf_counter() - t)
+        finally:
+            await connection.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - start
+
+
 def detector_batches(url: str) -> tuple[float, float]:
     """(forward passes, images) so far, from the service's own batch-size histogram (every
     detector: the service labels each by its name, the generator ``generator``)."""
@@ -314,15 +348,25 @@ def detector_batches(url: str) -> tuple[float, float]:
 def detect_load(url: str, images: list[bytes], concurrency: int, cfg: Config, pid: int) -> dict:
     k = cfg.images_per_request
 
+    def picked(i: int) -> list[tuple[str, bytes]]:
+        return [(f"{i * k + j}.jpg", images[(i * k + j) % len(images)]) for j in range(k)]
+
     def send(client: httpx.AsyncClient, i: int) -> object:
-        picked = [(f"{i * k + j}.jpg", images[(i * k + j) % len(images)]) for j in range(k)]
-        files = {"file": picked[0]} if k == 1 else [("files", f) for f in picked]
+        files = {"file": picked(i)[0]} if k == 1 else [("files", f) for f in picked(i)]
         return client.post(url + "/detect", files=files)
+
+    def request(i: int) -> bytes:
+        field = "file" if k == 1 else "files"
+        return rawhttp.multipart_post(url, "/detect", [(field, *f) for f in picked(i)])
 
     forwards, served = detector_batches(url)
     server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
     before = thread_cpu_seconds(pid)
-    lat, elapsed = asyncio.run(bounded_load(send, concurrency, cfg.requests, cfg.max_seconds))
+    if cfg.load_client == "raw":
+        load = bounded_raw_load(url, request, concurrency, cfg.requests, cfg.max_seconds)
+    else:
+        load = bounded_load(send, concurrency, cfg.requests, cfg.max_seconds)
+    lat, elapsed = asyncio.run(load)
     server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
     threads = {role: s - before.get(role, 0.0) for role, s in thread_cpu_seconds(pid).items()}
     forwards_after, served_after = detector_batches(url)
@@ -330,6 +374,7 @@ def detect_load(url: str, images: list[bytes], concurrency: int, cfg: Config, pi
     return {
         "concurrency": concurrency,
         "images_per_request": k,
+        "load_client": cfg.load_client,
         **summarise(lat, elapsed, k),
         "mean_batch": round(mean_batch, 2),
         "served_images": int(served_after - served),  # the service's count (one detector)

@@ -57,8 +57,9 @@ def test_model_speed_measures_onnx_runtime_int8_in_the_same_run(tmp_path: Path) 
     assert int8["ratio_vs_fp32"] == pytest.approx(ratio, abs=0.01)
 
 
+@pytest.mark.parametrize("client", ["httpx", "raw"])
 def test_service_speed_runs_the_real_server_batched_and_unbatched(
-    checkpoints: Checkpoints, tmp_path: Path
+    checkpoints: Checkpoints, tmp_path: Path, client: str
 ) -> None:
     images = tmp_path / "uploads"
     images.mkdir()
@@ -67,7 +68,7 @@ def test_service_speed_runs_the_real_server_batched_and_unbatched(
     out = tmp_path / "service.json"
     args = ["--detector", str(checkpoints.detector), "--generator", str(checkpoints.generator)]
     args += ["--images", str(images), "--concurrency", "1", "4", "--requests", "6"]
-    args += ["--images-per-request", "2"]  # sent together as 'files'
+    args += ["--images-per-request", "2", "--load-client", client]  # together, as 'files'
     args += ["--batch-size", "4", "--generate-n", "2", "--no-compile", "--raw-seconds", "0.1"]
     args += ["--memory-settings", "fp32_eager", "--precision", "fp32", "--out", str(out)]
     service_speed.main(service_speed.parse_args(args))
@@ -77,6 +78,7 @@ def test_service_speed_runs_the_real_server_batched_and_unbatched(
         assert all(r["requests"] == 6 for r in result[mode]["detect"])  # the bound, all served
         # two images per request reached the models, as the service itself counted them
         assert all(r["served_images"] == 12 for r in result[mode]["detect"])
+        assert all(r["load_client"] == client for r in result[mode]["detect"])
         for row in result[mode]["detect"]:  # the service worked, and so did the load generator
             assert row["server_cpu_ms_per_image"] > 0 and row["client_cpu_ms_per_image"] > 0
             # /proc counts 10 ms ticks: a short run can overshoot 1 by a few ticks
