@@ -28,7 +28,7 @@ import re
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -277,58 +277,66 @@ def summarise(latencies: list[float], elapsed: float, items: int) -> dict[str, f
     }
 
 
+async def timed_clients(
+    clients: Sequence[Callable[[int], Awaitable[object]]], n: int, max_s: float
+) -> tuple[list[float], float]:
+    """Each of ``clients`` makes calls with request numbers from one shared counter until ``n``
+    are taken or ``max_s`` has passed; every call's latency, and the time it all took."""
+    latencies: list[float] = []
+    counter = iter(range(n))
+    start = time.perf_counter()
+
+    async def worker(call: Callable[[int], Awaitable[object]]) -> None:
+        for i in counter:
+            if time.perf_counter() - start > max_s:
+                return
+            t = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - t)
+
+    await asyncio.gather(*(worker(call) for call in clients))
+    return latencies, time.perf_counter() - start
+
+
 async def bounded_load(
     send: Callable[[httpx.AsyncClient, int], object],
     concurrency: int,
     n: int,
     max_s: float,
 ) -> tuple[list[float], float]:
-    """``n`` calls of ``send`` by ``concurrency`` clients, stopping early after ``max_s``."""
-    latencies: list[float] = []
-    counter = iter(range(n))
-    start = time.perf_counter()
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        for i in counter:
-            if time.perf_counter() - start > max_s:
-                return
-            t = time.perf_counter()
-            response = await send(client, i)
-            response.raise_for_status()
-            latencies.append(time.perf_counter() - t)
-
+    """``n`` calls of ``send`` by ``concurrency`` httpx clients, stopping early after ``max_s``."""
     # One kept-alive connection per client, as behind a keep-alive proxy: httpx keeps 20 by
     # default, and beyond that requests would open and close TCP connections on the service.
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    return latencies, time.perf_counter() - start
+
+        async def call(i: int) -> None:
+            (await send(client, i)).raise_for_status()
+
+        return await timed_clients([call] * concurrency, n, max_s)
 
 
 async def bounded_raw_load(
     url: str, request: Callable[[int], bytes], concurrency: int, n: int, max_s: float
 ) -> tuple[list[float], float]:
     """:func:`bounded_load` with bench/rawhttp.py: one kept-alive connection per client."""
-    latencies: list[float] = []
-    counter = iter(range(n))
-    start = time.perf_counter()
 
-    async def worker() -> None:
-        connection = await rawhttp.Connection.open(url)
-        try:
-            for i in counter:
-                if time.perf_counter() - start > max_s:
-                    return
-                t = time.perf_counter()
-                status, body = await connection.request(request(i))
-                if status != 200:
-                    raise rawhttp.RawHTTPError(f"HTTP {status}: {body[:200]!r}")
-                latencies.append(time.perf_counter() - t)
-        finally:
+    def client(connection: rawhttp.Connection) -> Callable[[int], Awaitable[None]]:
+        async def call(i: int) -> None:
+            status, body = await connection.request(request(i))
+            if status != 200:
+                raise rawhttp.RawHTTPError(f"HTTP {status}: {body[:200]!r}")
+
+        return call
+
+    connections: list[rawhttp.Connection] = []
+    try:
+        for _ in range(concurrency):
+            connections.append(await rawhttp.Connection.open(url))
+        return await timed_clients([client(c) for c in connections], n, max_s)
+    finally:
+        for connection in connections:
             await connection.close()
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - start
 
 
 def detector_batches(url: str) -> tuple[float, float]:
