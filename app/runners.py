@@ -193,9 +193,6 @@ class DetectorRunner(Runner):
     def version(self) -> str:
         return super().version + ("-int8" if self.int8 else "")
 
-    def verdict(self, score: DetectorScore) -> Verdict:
-        return self.operating_point.verdict(score.probability, score.half_scale)
-
     def decide(self, score: DetectorScore) -> tuple[Verdict, str]:
         """The verdict and why (``OperatingPoint.decide``)."""
         return self.operating_point.decide(score.probability, score.half_scale)

@@ -33,9 +33,9 @@ async def detect(
     """Multipart ``file`` (one image) or ``files`` (several); JPEG, PNG, WebP, BMP or TIFF,
     recognised by content (anything else is a 415). Every detector asked (``?model=``; all by
     default) scores each image at its own operating point; ``label`` combines their verdicts
-    (models.operating_point.overall_verdict). Top-level ``probability_synthetic``,
-    ``threshold`` and ``model_version`` are the first model's. An unknown model name is a 404
-    that lists the served ones."""
+    and ``reason`` says why (models.operating_point.overall_decision). Top-level
+    ``probability_synthetic``, ``threshold`` and ``model_version`` are the first model's. An
+    unknown model name is a 404 that lists the served ones."""
     pixels = [im.pixels for im in images]
     probabilities = await unless_disconnected(request, services.detect(detectors, pixels))
     maps = (
