@@ -5,7 +5,9 @@ The port opens before any model loads, so an orchestrator sees a process that an
 or waiting for artifacts that a trainer has not written yet). A load that fails is retried when
 the files it read change (a trainer finishing, an operator copying a checkpoint in), checked every
 ``load_retry_s``, so ``api`` started beside ``trainer`` picks the models up instead of crash
-looping. On SIGTERM :meth:`ModelHost.drain` refuses new work at once (503 + Retry-After) while the
+looping. While the trainer's marker (``models.artifacts``) is in the artifacts folder, nothing is
+loaded: the files beside it are unfinished, and a model loaded now would be served for good.
+On SIGTERM :meth:`ModelHost.drain` refuses new work at once (503 + Retry-After) while the
 server lets requests in flight finish; :meth:`stop` then frees the models.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from app.metrics import Metrics
 from app.services import Services
 from app.settings import Settings
+from models import artifacts
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ def artifact_fingerprint(settings: Settings) -> tuple[tuple[str, int, int], ...]
     for name in settings.detectors or []:
         candidates.append(Path(name))
     if settings.artifacts_dir.is_dir():
+        candidates.append(artifacts.marker_path(settings.artifacts_dir))
         candidates += sorted(settings.artifacts_dir.glob("*/*.safetensors"))
         candidates.append(settings.artifacts_dir / "evaluation" / "report.json")
     out = []
@@ -103,6 +107,14 @@ class ModelHost:
         last_error = None
         while True:
             seen = artifact_fingerprint(settings)
+            training = artifacts.read_marker(settings.artifacts_dir)
+            if training is not None:
+                self._reason = artifacts.describe(settings.artifacts_dir, training)
+                if self._reason != last_error:
+                    logger.warning("not loading the models: %s", self._reason)
+                    last_error = self._reason
+                await self._until_changed(seen)
+                continue
             self._reason = "loading models"
             try:
                 self.services = await Services.start(settings, self.metrics, self._progress)
@@ -118,10 +130,13 @@ class ModelHost:
                         settings.load_retry_s,
                     )
                     last_error = message
-                while artifact_fingerprint(settings) == seen:
-                    await asyncio.sleep(settings.load_retry_s)
+                await self._until_changed(seen)
                 continue
             return
+
+    async def _until_changed(self, seen: tuple[tuple[str, int, int], ...]) -> None:
+        while artifact_fingerprint(self.settings) == seen:
+            await asyncio.sleep(self.settings.load_retry_s)
 
     def _progress(self, step: str) -> None:
         self._reason = step

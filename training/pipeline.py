@@ -18,7 +18,9 @@ device the profile is sized for, disk space. It stops within seconds with one me
 problem and the command that fixes it (``--check`` runs only the preflight). ``--download``
 fetches what is missing and public first: HAM10000 from Harvard Dataverse into ``--data`` and
 torchvision's ImageNet VGG16 weights into the torch hub cache. Each stage prints its expected
-duration on this machine before it starts (``training.estimate``).
+duration on this machine before it starts (``training.estimate``). While stages run, the output
+folder holds ``TRAINING_IN_PROGRESS.json`` (``models.artifacts``): a service reading that folder
+waits for it to go instead of serving half-trained models; a failed run leaves it saying so.
 
 Each stage records a fingerprint of its own config and of the stages it depends on in
 ``<stage>/stage.json``. A stage whose outputs exist with the same fingerprint is skipped; a
@@ -49,6 +51,7 @@ from typing import Any
 
 from PIL import Image
 
+from models import artifacts
 from models.detector import IMAGENET_FILENAME, imagenet_cache_path
 from training import (
     download,
@@ -672,19 +675,37 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     report = preflight(cfg, prof, until(build_stages(cfg, prof), cfg.until))
     if cfg.check_only:
         return {}
-    fetch_inputs(cfg, report)
-    n_images = len(load_index(cfg.data)) if report.download_data else report.n_images
-    stages = until(build_stages(cfg, prof, n_images), cfg.until)
-    tokens: dict[str, str] = {}
-    for st in stages:
-        tokens[st.name] = _run_stage(st, "".join(tokens[d] for d in st.deps), cfg)
-    if stages[-1].name != "evaluate":
-        print(f"[pipeline] stopped after {stages[-1].name} (--until)", flush=True)
-        return {}
+    marker = {"state": "running", "profile": cfg.profile, "started": _now(), "stage": "download"}
+    artifacts.write_marker(cfg.out, **marker)  # a service beside us waits (models.artifacts)
+    try:
+        fetch_inputs(cfg, report)
+        n_images = len(load_index(cfg.data)) if report.download_data else report.n_images
+        stages = until(build_stages(cfg, prof, n_images), cfg.until)
+        tokens: dict[str, str] = {}
+        for st in stages:
+            marker["stage"] = st.name
+            artifacts.write_marker(cfg.out, **marker)
+            tokens[st.name] = _run_stage(st, "".join(tokens[d] for d in st.deps), cfg)
+        result = _finish(cfg, stages[-1].name)
+    except BaseException as exc:  # Ctrl-C included: the stage's folder is half written
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        artifacts.write_marker(cfg.out, **{**marker, "state": "failed", "error": error})
+        raise
+    artifacts.clear_marker(cfg.out)
+    return result
 
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _finish(cfg: PipelineConfig, last: str) -> dict[str, Any]:
+    """The evaluation report, ``summary.md`` and ``pipeline.json`` ({} after ``--until``)."""
+    if last != "evaluate":
+        print(f"[pipeline] stopped after {last} (--until)", flush=True)
+        return {}
     out = cfg.out
-    report_path = out / "evaluation" / "report.json"
-    result = json.loads(report_path.read_text())
+    result = json.loads((out / "evaluation" / "report.json").read_text())
     write_summary(out, cfg, result)
     write_json(out / "pipeline.json", replace(cfg, force=(), check_only=False))
     print(f"[pipeline] summary   -> {out / 'summary.md'}", flush=True)
@@ -839,7 +860,7 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """Exit 2 with every preflight problem (or a download error), without a traceback."""
+    """Exit 1 with every preflight problem (or a download error), without a traceback."""
     try:
         main(parse_args(argv))
     except (preflight_.PreflightFailed, DatasetError) as exc:

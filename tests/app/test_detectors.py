@@ -19,6 +19,7 @@ from app.discovery import DetectorSetupError, find_detectors
 from app.main import create_app
 from app.runners import DetectorRunner
 from app.settings import Settings
+from models import artifacts as artifacts_
 from models.checkpoint import CheckpointError, load_model
 from models.operating_point import OperatingPoint, overall_decision
 from models.preprocessing import load_rgb, load_uint8, model_views, normalize
@@ -162,6 +163,58 @@ async def test_without_artifacts_the_port_is_up_not_ready_saying_why_then_picks_
         answer = await client.post("/detect", files=upload)
         assert answer.status_code == 200
         assert [s["model"] for s in answer.json()["results"][0]["scores"]] == [NPR_NAME]
+
+
+@pytest.mark.anyio
+async def test_while_a_trainer_writes_the_folder_nothing_is_loaded(
+    make_settings: Callable[..., Settings], checkpoints: Checkpoints, tmp_path: Path
+) -> None:
+    """podman-compose starts `api` beside `trainer`: a detector the trainer has written but is
+    still improving must not be loaded (and then served for good). The service waits while the
+    marker says a stage runs, stays not ready after a failed run, and loads once it is gone."""
+    artifacts = tmp_path / "artifacts"
+    for source, target in (  # what a trainer has written by its detector stage
+        (checkpoints.npr, artifacts / NPR_NAME / "detector.safetensors"),
+        (checkpoints.generator, artifacts / "gan" / "generator.safetensors"),
+    ):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    artifacts_.write_marker(artifacts, state="running", stage="general", profile="quick")
+    settings = make_settings(
+        artifacts_dir=artifacts,
+        generator_path=artifacts / "gan" / "generator.safetensors",
+        load_retry_s=0.05,
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+
+        async def detail_when(words: str) -> str:
+            for _ in range(200):
+                ready = await client.get("/readyz")
+                assert ready.status_code == 503
+                if words in ready.json()["detail"]:
+                    return ready.json()["detail"]
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"/readyz never said {words!r}: {ready.json()}")
+
+        detail = await detail_when("waiting for the trainer")
+        assert "stage general" in detail and artifacts_.MARKER in detail
+        upload = {"file": ("a.png", image_bytes(), "image/png")}
+        assert (await client.post("/detect", files=upload)).status_code == 503
+
+        artifacts_.write_marker(
+            artifacts, state="failed", stage="general", profile="quick", error="KeyboardInterrupt"
+        )
+        detail = await detail_when("failed at stage general")
+        assert "KeyboardInterrupt" in detail
+
+        artifacts_.clear_marker(artifacts)
+        await _until_ready(lambda: client.get("/readyz"), give_up_on_error=False)
+        assert (await client.post("/detect", files=upload)).status_code == 200
 
 
 def test_one_runner_class_serves_every_detector_kind(checkpoints: Checkpoints) -> None:

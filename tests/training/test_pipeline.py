@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
+from models import artifacts as artifacts_
 from models.checkpoint import read_meta
 from tests.app.conftest import running_app
 from training import pipeline
@@ -162,8 +163,36 @@ def test_until_stops_after_the_named_stage(ham_dir: Path, tmp_path: Path, capsys
     made = {p.name for p in (tmp_path / "run").iterdir() if p.is_dir()}
     assert made == {"features", "gan"}
     assert "stopped after gan (--until)" in capsys.readouterr().out
+    assert not artifacts_.marker_path(tmp_path / "run").exists()  # finished: nothing waits
     with pytest.raises(ValueError, match="--until ablation: this run's stages are"):
         pipeline.main(dataclasses.replace(cfg, until="ablation"))  # not asked for: no ablation
+
+
+def test_the_marker_names_the_running_stage_and_a_failure_stays_marked(
+    ham_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service beside the trainer must not load a folder mid-run or after a crash: the
+    marker says which stage runs, and a failed stage leaves it saying why."""
+    out = tmp_path / "run"
+    seen = []
+
+    def gan_that_fails(config: object) -> None:
+        seen.append(artifacts_.read_marker(out))
+        (out / "gan").mkdir(parents=True, exist_ok=True)
+        (out / "gan" / "generator.safetensors").write_bytes(b"half")  # as a cut-short stage
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pipeline.train_gan, "main", gan_that_fails)
+    cfg = pipeline.PipelineConfig(data=ham_dir, out=out, profile="smoke", quiet=True, until="gan")
+    with pytest.raises(RuntimeError, match="disk full"):
+        pipeline.main(cfg)
+    assert seen[0] is not None
+    assert (seen[0]["state"], seen[0]["stage"], seen[0]["profile"]) == ("running", "gan", "smoke")
+    left = artifacts_.read_marker(out)
+    assert left is not None
+    assert (left["state"], left["stage"]) == ("failed", "gan")
+    assert left["error"] == "RuntimeError: disk full"
+    assert "failed at stage gan" in artifacts_.describe(out, left)
 
 
 def test_the_cpu_long_profile_is_the_quick_one_with_a_longer_generator() -> None:
