@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -108,7 +110,47 @@ def _reachable(url: str, method: str = "GET") -> tuple[bytes | None, str]:
         return None, str(getattr(exc, "reason", exc))
 
 
-def check_data(req: Request, report: Report) -> None:
+class Probes:
+    """Reachability checks run side by side, all within one ``REACH_TIMEOUT_S`` deadline.
+
+    urlopen's timeout does not cover name resolution, and a black-holed network would make two
+    probes in a row cost two timeouts: each runs in a daemon thread, and one still running at
+    the deadline is abandoned (reported unreachable), never waited for at exit.
+    """
+
+    def __init__(self, timeout_s: float = REACH_TIMEOUT_S) -> None:
+        self._timeout_s = timeout_s
+        self._deadline = time.monotonic() + timeout_s
+        self._threads: dict[tuple[str, str], threading.Thread] = {}
+        self._results: dict[tuple[str, str], tuple[bytes | None, str]] = {}
+
+    def start(self, url: str, method: str = "GET") -> None:
+        key = (url, method)
+        if key in self._threads:
+            return
+
+        def probe() -> None:
+            self._results[key] = _reachable(url, method)
+
+        thread = threading.Thread(target=probe, name="preflight-probe", daemon=True)
+        self._threads[key] = thread
+        thread.start()
+
+    def result(self, url: str, method: str = "GET") -> tuple[bytes | None, str]:
+        self.start(url, method)
+        self._threads[(url, method)].join(max(0.0, self._deadline - time.monotonic()))
+        return self._results.get((url, method), (None, f"no answer within {self._timeout_s:g} s"))
+
+
+def has_data(data: Path) -> bool:
+    try:
+        load_index(data)
+    except DatasetError:
+        return False
+    return True
+
+
+def check_data(req: Request, report: Report, probes: Probes) -> None:
     try:
         report.n_images = len(load_index(req.data))
         return
@@ -141,7 +183,7 @@ def check_data(req: Request, report: Report) -> None:
             )
         )
         return
-    body, why = _reachable(listing_url(req.data_source, req.doi))
+    body, why = probes.result(listing_url(req.data_source, req.doi))
     if body is None:
         report.problems.append(
             Problem(
@@ -164,7 +206,7 @@ def check_data(req: Request, report: Report) -> None:
     report.download_bytes += sum(sizes) + max(sizes)  # unpacked images + the ZIP being unpacked
 
 
-def check_weights(req: Request, report: Report) -> None:
+def check_weights(req: Request, report: Report, probes: Probes) -> None:
     missing: dict[Path, list[str]] = {}
     for stage, path in req.weights.items():
         if not path.is_file():
@@ -197,7 +239,7 @@ def check_weights(req: Request, report: Report) -> None:
                 )
             )
             continue
-        _, why = _reachable(req.weights_url, method="HEAD")
+        _, why = probes.result(req.weights_url, method="HEAD")
         if why:
             report.problems.append(
                 Problem(
@@ -278,9 +320,15 @@ def check_disk(req: Request, report: Report) -> None:
 def check(req: Request) -> Report:
     """Every problem at once (nothing is created, nothing is trained)."""
     report = Report()
+    probes = Probes()
+    if req.download:  # both servers at once: offline, the preflight costs one timeout, not two
+        if any(not path.is_file() for path in req.weights.values()):
+            probes.start(req.weights_url, "HEAD")
+        if req.needs_data and not has_data(req.data):
+            probes.start(listing_url(req.data_source, req.doi))
     if req.needs_data:
-        check_data(req, report)
-    check_weights(req, report)
+        check_data(req, report, probes)
+    check_weights(req, report, probes)
     check_output(req, report)
     check_device(req, report)
     check_disk(req, report)

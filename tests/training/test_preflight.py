@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -57,12 +58,14 @@ def test_the_compose_trainer_command_offline_stops_in_seconds(tmp_path: Path) ->
     command = _compose_config("docker-compose.yml")["services"]["trainer"]["command"]
     assert "--download" in command and command[:3] == ["python", "-m", "training.pipeline"]
     paths = {"/data": str(tmp_path / "data"), "/artifacts": str(tmp_path / "artifacts")}
-    args = [sys.executable, *[paths.get(a, a) for a in command[1:]]]
-    offline = "http://127.0.0.1:9"  # nothing listens there
-    args += ["--data-source", offline, "--weights-url", f"{offline}/vgg16-397923af.pth"]
-    r, took = _timed(args, _fresh_env(tmp_path))
+    args = [sys.executable, *[paths.get(a, a) for a in command[1:]]]  # the servers as shipped
+    env = {k: v for k, v in _fresh_env(tmp_path).items() if k.lower() != "no_proxy"}
+    offline = "http://127.0.0.1:9"  # nothing listens there: every request is refused
+    env |= {"http_proxy": offline, "https_proxy": offline, "HTTP_PROXY": "", "HTTPS_PROXY": ""}
+    r, took = _timed(args, env)
     assert r.returncode != 0 and took < FRESH_LIMIT_S, (took, r.stdout, r.stderr)
-    assert f"--download cannot reach {offline}" in r.stderr
+    assert f"--download cannot reach {pipeline.DATAVERSE}" in r.stderr
+    assert f"--download cannot reach {pipeline.VGG16_URL}" in r.stderr
     assert "HAM10000_images_part_1/*.jpg" in r.stderr and "HAM10000_metadata.csv" in r.stderr
     assert f"copy it to {tmp_path / 'empty-cache' / 'hub' / 'checkpoints'}" in r.stderr
     assert not (tmp_path / "artifacts").exists()
@@ -150,3 +153,18 @@ def test_the_plan_runs_what_is_stale_and_everything_downstream(
     assert pipeline.plan(stages, force=("a",)) == {"a": True, "b": True, "c": False}
     (tmp_path / "b" / "out.txt").unlink()
     assert pipeline.plan(stages) == {"a": False, "b": True, "c": False}
+
+
+def test_probes_give_up_together_at_one_deadline() -> None:
+    """A server that accepts and never answers (a black hole): each probe would wait out
+    urlopen's own timeout, one after the other; the probes are abandoned at their deadline."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)  # connections complete in the backlog; nothing ever reads or answers
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        probes = preflight.Probes(timeout_s=0.5)
+        probes.start(f"{url}/a")
+        probes.start(f"{url}/b", "HEAD")
+        for path, method in (("/a", "GET"), ("/b", "HEAD")):
+            body, why = probes.result(f"{url}{path}", method)
+            assert body is None and why == "no answer within 0.5 s"
