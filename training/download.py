@@ -30,6 +30,7 @@ import json
 import re
 import shutil
 import sys
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -148,44 +149,70 @@ def verify(path: Path, remote: RemoteFile) -> None:
 
 
 def fetch(url: str, dest: Path, remote: RemoteFile) -> Path:
-    """Download to ``dest`` via ``dest.part``, resuming with an HTTP Range request."""
+    """Download to ``dest`` via ``dest.part``, resuming with an HTTP Range request.
+
+    A ``.part`` that is already whole (a run stopped while checking its MD5) is checked without
+    asking the server again; one longer than the listed size starts over. Network errors are a
+    DatasetError that says the next run resumes.
+    """
     if dest.is_file():
         verify(dest, remote)
         return dest
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
+    if remote.size and have > remote.size:
+        have = 0
+    if not (remote.size and have == remote.size):
+        try:
+            _download(url, part, have, remote.size, dest.name)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise DatasetError(
+                f"downloading {url} into {part} stopped: {reason}. Run the same command again: "
+                "it resumes from where it stopped"
+            ) from exc
+    verify(part, remote)
+    part.replace(dest)
+    return dest
+
+
+def _download(url: str, part: Path, have: int, size: int, label: str) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "dermafake-download/1"})
     if have:
         request.add_header("Range", f"bytes={have}-")
     with urllib.request.urlopen(request, timeout=60) as response:
         if have and response.status != 206:  # server ignored Range: start over
             have = 0
-        mode = "ab" if have else "wb"
-        total = remote.size or None
         with (
-            part.open(mode) as f,
-            tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=dest.name) as bar,
+            part.open("ab" if have else "wb") as f,
+            tqdm(total=size or None, initial=have, unit="B", unit_scale=True, desc=label) as bar,
         ):
             while block := response.read(CHUNK):
                 f.write(block)
                 bar.update(len(block))
-    verify(part, remote)
-    part.replace(dest)
-    return dest
 
 
 def unpack(zip_path: Path, folder: Path) -> int:
-    """Extract the JPEGs of ``zip_path`` flat into ``folder`` (member paths are not trusted)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Extract the JPEGs of ``zip_path`` flat into ``folder`` (member paths are not trusted).
+
+    Extracted into a sibling ``.unpacking`` folder that is renamed when complete, so ``folder``
+    exists only whole: an unpack cut short is redone on the next run, never taken as done.
+    """
+    staging = folder.with_name(folder.name + ".unpacking")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     n = 0
     with zipfile.ZipFile(zip_path) as z:
         for info in z.infolist():
             name = Path(info.filename).name
             if info.is_dir() or not name.lower().endswith((".jpg", ".jpeg")):
                 continue
-            with z.open(info) as src, (folder / name).open("wb") as dst:
+            with z.open(info) as src, (staging / name).open("wb") as dst:
                 shutil.copyfileobj(src, dst)
             n += 1
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.replace(folder)
     return n
 
 
@@ -225,8 +252,15 @@ def main(config: DownloadConfig) -> Path:
         return config.check
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(listing_url(config.source, config.doi), timeout=60) as r:
-        remotes = select_files(json.load(r))
+    url = listing_url(config.source, config.doi)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            remotes = select_files(json.load(r))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DatasetError(
+            f"cannot read the dataset listing at {url}: {getattr(exc, 'reason', None) or exc}. "
+            "Check the connection (or --source), then run again"
+        ) from exc
     total = sum(f.size for f in remotes)
     print(f"fetching {len(remotes)} files, {total / 1e9:.2f} GB, from {config.source}")
     for remote in remotes:

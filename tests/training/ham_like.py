@@ -132,6 +132,8 @@ def serve(files: dict[str, bytes], extra: dict[str, bytes] | None = None) -> Ite
             ranged = self.headers.get("Range", "")
             if ranged.startswith("bytes="):
                 start = int(ranged[6:].split("-")[0])
+                if start >= len(data):  # as real servers answer a range past the end
+                    return 416, b"", {"Content-Range": f"bytes */{len(data)}"}
                 headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
                 return 206, data[start:], headers
             return 200, data, {}

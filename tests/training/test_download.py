@@ -1,16 +1,27 @@
-"""The offline parts of training.download: listing parsing, verification, unpacking, layout."""
+"""training.download without the internet: listing parsing, verification, unpacking, layout,
+resuming and failing against a local Dataverse-shaped server."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import zipfile
 
 import pytest
 from PIL import Image
 
 from training.data import DatasetError
-from training.download import RemoteFile, check, parse_args, select_files, unpack, verify
+from training.download import (
+    DownloadConfig,
+    RemoteFile,
+    check,
+    parse_args,
+    select_files,
+    unpack,
+    verify,
+)
+from training.download import main as download_main
 
 LISTING = {
     "data": {
@@ -125,3 +136,54 @@ def test_fetch_weights_checks_the_hash_in_the_file_name(tmp_path):
         with pytest.raises(DatasetError, match="hash"):
             fetch_weights(f"{server.url}/{bad}", tmp_path / bad, quiet=True)
     assert not (tmp_path / bad).exists()
+
+
+def test_a_whole_part_is_checked_without_asking_again(tmp_path):
+    """A run stopped while checking the MD5 of a finished download: the next run must not ask
+    for the bytes past the end (a real server answers 416) but check and keep what it has."""
+    from tests.training.ham_like import dataverse_listing, ham_archive, serve
+    from training.download import fetch
+
+    files = ham_archive(lesions_per_dx=2)
+    remote = next(f for f in select_files(dataverse_listing(files)) if f.name.endswith("_1"))
+    data = files["HAM10000_images_part_1.zip"]
+    dest = tmp_path / "HAM10000_images_part_1.zip"
+    (tmp_path / (dest.name + ".part")).write_bytes(data)
+    with serve(files) as server:
+        fetch(remote.url(server.url), dest, remote)
+    assert dest.read_bytes() == data and server.requests == []
+
+
+def test_a_network_error_says_the_next_run_resumes(tmp_path):
+    from training.download import fetch
+
+    remote = RemoteFile("HAM10000_images_part_1", 1, 10, "", False)
+    with pytest.raises(DatasetError, match="Run the same command again: it resumes"):
+        fetch("http://127.0.0.1:9/api/access/datafile/1", tmp_path / "x.zip", remote)
+    with pytest.raises(DatasetError, match="cannot read the dataset listing"):
+        download_main(DownloadConfig(out=tmp_path / "out", source="http://127.0.0.1:9"))
+
+
+def test_an_unpack_cut_short_is_redone_not_taken_as_done(tmp_path, monkeypatch):
+    zpath = tmp_path / "HAM10000_images_part_1.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for i in range(3):
+            z.writestr(f"ISIC_000000{i}.jpg", _jpeg())
+    folder = tmp_path / "out" / "HAM10000_images_part_1"
+    copies = []
+    real_copy = shutil.copyfileobj
+
+    def copy_then_fail(src, dst):  # the disk fills (or Ctrl-C) after the first image
+        if copies:
+            raise OSError("No space left on device")
+        copies.append(1)
+        real_copy(src, dst)
+
+    monkeypatch.setattr(shutil, "copyfileobj", copy_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        unpack(zpath, folder)
+    assert not folder.exists()  # `main` would otherwise say "already unpacked; skipping"
+    monkeypatch.setattr(shutil, "copyfileobj", real_copy)
+    assert unpack(zpath, folder) == 3
+    assert sorted(p.name for p in folder.iterdir()) == [f"ISIC_000000{i}.jpg" for i in range(3)]
+    assert not folder.with_name(folder.name + ".unpacking").exists()
