@@ -17,8 +17,10 @@ import torch
 
 from app.settings import Settings
 from models.checkpoint import load_model
+from models.detector import IMAGENET_FILENAME
 from tests.app.conftest import running_app
 from tests.training.ham_like import ham_archive, serve, vgg16_shaped_weights, weights_name
+from training import pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,6 +108,36 @@ def test_a_second_run_finds_everything_and_downloads_nothing(rehearsal: dict) ->
     r = rehearse(rehearsal["root"], unreachable, weights_url, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stdout.count("skipped") == 7 and "download" not in r.stdout
+
+
+def test_the_imagenet_branch_reads_torchvisions_own_file_from_the_hub_cache(
+    rehearsal: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU host with torchvision's file already cached (or fetched from its real URL, whose
+    name carries the real hash): the detector stage asks for ``pretrained="imagenet"`` and
+    finds it through the torch hub cache, the branch that failed after the GAN stage once.
+    The mirror above serves its file under another name, so this runs the stage by itself."""
+    hub = tmp_path / "torch"
+    official = hub / "hub" / "checkpoints" / IMAGENET_FILENAME
+    official.parent.mkdir(parents=True)
+    shutil.copyfile(rehearsal["weights"], official)
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    (out / "synthetic").symlink_to(rehearsal["out"] / "synthetic")  # the stage's one input
+    profile = pipeline.PROFILES["paper-rehearsal"]
+    cfg = pipeline.PipelineConfig(  # torchvision's own weights URL, as a user runs it
+        data=rehearsal["root"] / "data", out=out, profile="paper-rehearsal", device="cpu",
+        quiet=True,
+    )  # fmt: skip
+    stage = next(s for s in pipeline.build_stages(cfg, profile) if s.name == "detector")
+    config = stage.config()
+    assert config.pretrained == "imagenet" and pipeline.weights_file("imagenet") == official
+    stage.run(config)
+    model, _ = load_model(out / "detector" / "detector.safetensors", "detector")
+    state = torch.load(official, weights_only=True)
+    first = model.backbone.features[0].weight.detach()
+    assert torch.allclose(first, state["features.0.weight"], atol=2e-3)
 
 
 @pytest.fixture
