@@ -772,7 +772,7 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
         "--profile",
         choices=sorted(PROFILES),
         default="quick",
-        help="quick (CPU, ~45 minutes), cpu-long (CPU, ~2 hours: a 90-minute GAN), paper (GPU, "
+        help="quick (CPU, ~38 minutes), cpu-long (CPU, ~2 hours: a 90-minute GAN), paper (GPU, "
         "hours), paper-rehearsal (the paper path shrunk, CPU, a minute) or smoke (tests)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for every stage (default: 0)")

@@ -34,6 +34,7 @@ from training.download import DOI, SERVER, listing_url, select_files
 GB = 1e9
 DATAVERSE_PAGE = "https://dataverse.harvard.edu/dataset.xhtml?persistentId=" + DOI
 REACH_TIMEOUT_S = 10.0
+WEIGHTS_BYTES = 600_000_000  # torchvision's VGG16 file is 528 MB
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class Report:
     n_images: int = 0  # in the data folder (0 when it is to be downloaded)
     download_data: bool = False  # the data folder is to be fetched
     download_weights: list[Path] = field(default_factory=list)
-    download_bytes: int = 0
+    download_bytes: int = 0  # into the data folder
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -166,8 +167,8 @@ def check_data(req: Request, report: Report, probes: Probes) -> None:
             Problem(
                 "data",
                 problem,
-                f"rerun with --download (fetches HAM10000, 2.7 GB, from Harvard Dataverse into "
-                f"{req.data}), or `python -m training.download --out {req.data}`, or point "
+                "rerun with --download (make: DOWNLOAD=1; fetches HAM10000, 2.7 GB, from "
+                f"Harvard Dataverse into {req.data}), or `python -m training.download --out {req.data}`, or point "
                 f"--data at a copy; offline, place {layout}",
             )
         )
@@ -224,7 +225,8 @@ def check_weights(req: Request, report: Report, probes: Probes) -> None:
                 Problem(
                     "ImageNet weights",
                     message,
-                    f"rerun with --download (528 MB into the torch hub cache, hash-checked), or "
+                    "rerun with --download (make: DOWNLOAD=1; 528 MB into the torch hub cache, "
+                    f"hash-checked), or "
                     f"`{place}`, or set TORCH_HOME to a folder holding hub/checkpoints/"
                     f"{path.name}",
                 )
@@ -250,8 +252,7 @@ def check_weights(req: Request, report: Report, probes: Probes) -> None:
                 )
             )
             continue
-        report.download_weights.append(path)
-        report.download_bytes += 600_000_000
+        report.download_weights.append(path)  # 528 MB, charged to its own folder (TORCH_HOME)
 
 
 def check_output(req: Request, report: Report) -> None:
@@ -277,7 +278,7 @@ def check_device(req: Request, report: Report) -> None:
                     "on a GPU host check `nvidia-smi` and that the container gets the GPU "
                     "(compose's deploy.resources, `docker run --gpus all`, podman "
                     "`--device nvidia.com/gpu=all`); or run on the CPU anyway with --device "
-                    "cpu, or choose --profile quick (a 2-core CPU, about 35 minutes)",
+                    "cpu, or choose --profile quick (a 2-core CPU, about 38 minutes)",
                 )
             )
         return
@@ -300,7 +301,9 @@ def check_device(req: Request, report: Report) -> None:
 
 def check_disk(req: Request, report: Report) -> None:
     needs: dict[Path, int] = {}
-    for path, n in ((req.out, req.out_bytes), (req.data, report.download_bytes)):
+    wanted = [(req.out, req.out_bytes), (req.data, report.download_bytes)]
+    wanted += [(path.parent, WEIGHTS_BYTES) for path in report.download_weights]
+    for path, n in wanted:
         base = existing_ancestor(path)
         needs[base] = needs.get(base, 0) + n
     for base, need in needs.items():
@@ -312,7 +315,7 @@ def check_disk(req: Request, report: Report) -> None:
                 Problem(
                     "disk",
                     f"about {need / GB:.1f} GB needed under {base}, {free / GB:.1f} GB free",
-                    "free some space, or choose --out/--data on a larger volume",
+                    "free some space, or choose --out/--data (or TORCH_HOME) on a larger volume",
                 )
             )
 
