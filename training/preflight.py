@@ -168,7 +168,8 @@ def check_data(req: Request, report: Report, probes: Probes) -> None:
                 "data",
                 problem,
                 "rerun with --download (make: DOWNLOAD=1; fetches HAM10000, 2.7 GB, from "
-                f"Harvard Dataverse into {req.data}), or `python -m training.download --out {req.data}`, or point "
+                f"Harvard Dataverse into {req.data}), or "
+                f"`python -m training.download --out {req.data}`, or point "
                 f"--data at a copy; offline, place {layout}",
             )
         )
