@@ -2,13 +2,16 @@
 real ``python -m app`` with the test checkpoints. Screenshots go to test-artifacts/browser/.
 
 Skips, saying why, where chromium, chromedriver or selenium is missing (``make browser``
-installs the first two; ``make install`` the third)."""
+installs the first two; ``make install`` the third), unless ``DERMAFAKE_REQUIRE_BROWSER=1``
+(.ci/run sets it): then a missing browser fails, so CI cannot pass without having run them."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -16,10 +19,21 @@ import pytest
 from tests.app.conftest import NPR_NAME, VGG_NAME, Checkpoints, image_bytes
 from tests.app.test_server import REPO, serving
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip (a user without a browser), or fail where the browser tests must run (CI)."""
+    if os.environ.get("DERMAFAKE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"DERMAFAKE_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:
+    unavailable("selenium is not installed: `make install` installs it")
 
 SHOTS = REPO / "test-artifacts" / "browser"
 WAIT_S = 120
@@ -29,13 +43,16 @@ def _executables() -> tuple[str, str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not (chromium and driver):
-        pytest.skip("no chromium/chromedriver here: `make browser` installs Debian's (needs apt)")
+        unavailable("no chromium/chromedriver here: `make browser` installs Debian's (needs apt)")
     return chromium, driver
+
+
+# At collection: nothing (checkpoints, a server) is built for tests that cannot run.
+CHROMIUM, CHROMEDRIVER = _executables()
 
 
 @pytest.fixture(scope="module")
 def base(checkpoints: Checkpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    _executables()
     log = tmp_path_factory.mktemp("page") / "server.log"
     with serving(checkpoints, log, DERMAFAKE_COMPILE="false") as url:
         yield url
@@ -43,14 +60,13 @@ def base(checkpoints: Checkpoints, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    chromium, driver_path = _executables()
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(arg)
     options.add_argument("--window-size=1280,1000")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
     SHOTS.mkdir(parents=True, exist_ok=True)
     try:
         yield driver
