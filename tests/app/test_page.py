@@ -194,6 +194,17 @@ def test_check_generate_models_and_a_phone(
         "lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); } return hi - lo;"
     )
     assert spread > 10
+    # The thumbnails' object URLs are released once drawn (the files are not kept in memory).
+    thumbs = driver.find_elements(By.CSS_SELECTOR, "#results .card img.thumb")
+    assert all(t.get_attribute("src").startswith("blob:") for t in thumbs)
+    assert all(driver.execute_script("return arguments[0].complete", t) for t in thumbs)
+    released = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.all(Array.from(arguments[0], (t) => fetch(t.src).then(() => false, () => true)))"
+        ".then(done);",
+        thumbs,
+    )
+    assert released == [True, True]
     # The heatmap toggle takes a (non-empty) map off the picture and puts it back.
     card, canvas, _ = next(m for m in maps if not m[2]["empty"])
     with_heat = canvas_sum(driver, canvas)
