@@ -180,6 +180,20 @@ def test_check_generate_models_and_a_phone(
                 assert shown_strength == strength, score
             maps.append((card, canvas, score["explanation"]))
     assert any(not e["empty"] for _, _, e in maps), "every served map was empty"
+    # Verdicts the test models may not give these two images, through the page's own function.
+    for verdict, p, empty in [("real", 0.05, False), ("inconclusive", 0.5, False)]:
+        score = {"verdict": verdict, "probability_synthetic": p, "threshold": 0.7}
+        score["explanation"] = {"empty": empty}
+        shown = driver.execute_script("return evidence(arguments[0])", score)
+        words, _ = expected_caption(score)
+        assert shown["caption"].startswith(words) and 0 < shown["strength"] < 1, shown
+    faint = {"verdict": "real", "probability_synthetic": 0.01, "threshold": 0.7}
+    fainter = driver.execute_script(
+        "return [evidence(arguments[0]).strength, evidence(arguments[1]).strength]",
+        {**faint, "explanation": {"empty": False}},
+        {**faint, "probability_synthetic": 0.3, "explanation": {"empty": False}},
+    )
+    assert fainter[0] < fainter[1]  # weaker score, fainter map
     assert {
         c.get_attribute("data-model") for c in cards[0].find_elements(By.CSS_SELECTOR, ".score")
     } == {
