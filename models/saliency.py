@@ -27,6 +27,23 @@ class Saliency:
     heatmap: np.ndarray  # (S, S) float32 in [0, 1], the model input's size; 1 = strongest
     method: str  # "grad-cam" or "input-gradient"
     layer: str  # the block the map is computed on ("input" for input gradients)
+    # The map's maximum before normalisation. Normalising shows *where*, never *how much*: a
+    # faint map is stretched to full strength, so callers need the raw peak to tell them apart.
+    peak: float
+
+    @property
+    def empty(self) -> bool:
+        """Nothing in the image pushes towards synthetic (the map is all zero): the model's
+        score, whatever it is, does not rest on any one region."""
+        return self.peak <= 0
+
+
+@dataclass(frozen=True)
+class Map:
+    """A map normalised to [0, 1] and the maximum it was divided by."""
+
+    heatmap: np.ndarray
+    peak: float
 
 
 def target_layer(model: nn.Module) -> str | None:
@@ -38,13 +55,14 @@ def target_layer(model: nn.Module) -> str | None:
     return None
 
 
-def _normalise(cam: torch.Tensor) -> np.ndarray:
+def _normalise(cam: torch.Tensor) -> Map:
     cam = cam.detach().float()
-    top = float(cam.max())
-    return (cam / top if top > 0 else torch.zeros_like(cam)).numpy().astype(np.float32)
+    top = max(float(cam.max()), 0.0)
+    heatmap = (cam / top if top > 0 else torch.zeros_like(cam)).numpy().astype(np.float32)
+    return Map(heatmap, top)
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, layer: str) -> np.ndarray:
+def grad_cam(model: nn.Module, x: torch.Tensor, layer: str) -> Map:
     """Grad-CAM of the synthetic logit for one normalised image ``x`` (1, 3, S, S)."""
     module = model.get_submodule(layer)
     seen: dict[str, torch.Tensor] = {}
@@ -68,7 +86,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: str) -> np.ndarray:
     return _normalise(cam[0, 0])
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+def input_gradient(model: nn.Module, x: torch.Tensor) -> Map:
     """|d logit / d pixel|, summed over colour channels, for one normalised image (1, 3, S, S)."""
     with torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
@@ -80,5 +98,7 @@ def explain(model: nn.Module, x: torch.Tensor) -> Saliency:
     """The map for one normalised image (1, 3, S, S) on an fp32 eager model in eval mode."""
     layer = target_layer(model)
     if layer is None:
-        return Saliency(input_gradient(model, x), "input-gradient", "input")
-    return Saliency(grad_cam(model, x, layer), "grad-cam", layer)
+        found = input_gradient(model, x)
+        return Saliency(found.heatmap, "input-gradient", "input", found.peak)
+    found = grad_cam(model, x, layer)
+    return Saliency(found.heatmap, "grad-cam", layer, found.peak)

@@ -20,7 +20,18 @@ class Explanation(BaseModel):
     size: int = Field(description="side of both PNGs: the model input's size")
     heatmap: str = Field(
         description="base64 PNG, greyscale, the model input's size: brighter = more evidence "
-        "for synthetic (normalised to the image's own maximum; all black when there is none)"
+        "for synthetic, normalised to this map's own maximum (so it shows where, not how much: "
+        "read `peak`, `empty` and the score for that); all black when `empty`"
+    )
+    peak: float = Field(
+        ge=0,
+        description="the map's maximum before normalisation (Grad-CAM or gradient units). A "
+        "full-white spot in a map with a small peak is weak evidence stretched to full scale; "
+        "comparable between images for one model, not between models",
+    )
+    empty: bool = Field(
+        description="true when no region pushes towards synthetic (peak 0, the map all black): "
+        "the model's score, whatever it is, does not rest on any one region"
     )
     input: str = Field(
         description="base64 PNG of what the model saw (its crop of the upload), to overlay on"

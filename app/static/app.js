@@ -133,12 +133,31 @@ function loadImage(src) {
   });
 }
 
-// Heat colours: transparent black -> red -> yellow -> white, alpha rising with the evidence.
-function heatColour(v) {
-  return [255, Math.min(255, 510 * Math.max(0, v - 0.5)), Math.min(255, 510 * Math.max(0, v - 0.8)), 200 * v];
+// Heat colours: transparent black -> red -> yellow -> white, alpha rising with the evidence and
+// scaled by how much the model believes it (strength, 0..1).
+function heatColour(v, strength) {
+  return [255, Math.min(255, 510 * Math.max(0, v - 0.5)), Math.min(255, 510 * Math.max(0, v - 0.8)), 200 * v * strength];
 }
 
-async function drawExplanation(canvas, explanation, withHeat) {
+// A map is normalised to its own maximum, so its brightness says where, never how much: weak
+// evidence would look as hot as strong. The overlay's strength follows the model's own verdict
+// and score instead, and the caption says in words what the map does and does not show.
+function evidence(score) {
+  if (score.explanation.empty) {
+    return { strength: 0, caption: score.verdict === "synthetic"
+      ? "no localized evidence: the score rests on the image as a whole, not one region"
+      : "no localized evidence for synthetic" };
+  }
+  if (score.verdict === "synthetic") {
+    return { strength: 1, caption: "evidence for synthetic, brightest where strongest" };
+  }
+  const strength = Math.max(0.15, Math.min(0.6, score.probability_synthetic / score.threshold));
+  return { strength, caption: score.verdict === "real"
+    ? "weak: this model scores the image real (map faded)"
+    : "uncertain: this model is inconclusive (map faded)" };
+}
+
+async function drawExplanation(canvas, explanation, withHeat, strength) {
   const [view, heat] = await Promise.all([
     loadImage(`data:image/png;base64,${explanation.input}`),
     loadImage(`data:image/png;base64,${explanation.heatmap}`),
@@ -148,7 +167,7 @@ async function drawExplanation(canvas, explanation, withHeat) {
   canvas.height = size;
   const ctx = canvas.getContext("2d");
   ctx.drawImage(view, 0, 0, size, size);
-  if (!withHeat) return;
+  if (!withHeat || strength === 0) return;
   const scratch = document.createElement("canvas");
   scratch.width = size;
   scratch.height = size;
@@ -156,7 +175,7 @@ async function drawExplanation(canvas, explanation, withHeat) {
   sctx.drawImage(heat, 0, 0, size, size);
   const pixels = sctx.getImageData(0, 0, size, size);
   for (let i = 0; i < pixels.data.length; i += 4) {
-    const [r, g, b, a] = heatColour(pixels.data[i] / 255);
+    const [r, g, b, a] = heatColour(pixels.data[i] / 255, strength);
     pixels.data.set([r, g, b, a], i);
   }
   sctx.putImageData(pixels, 0, 0);
@@ -167,7 +186,7 @@ function renderResult(card, result) {
   const body = el("div", { class: "result" });
   body.append(el("p", {}, el("span", { class: `label ${result.label}`, text: result.label })),
     el("p", { class: "reason", text: result.reason }));
-  const heatToggle = el("input", { type: "checkbox", checked: "" });
+  const heatToggle = el("input", { type: "checkbox", checked: "", class: "heat-toggle" });
   const canvases = [];
   for (const score of result.scores) {
     const block = el("div", { class: "score", "data-model": score.model });
@@ -179,16 +198,21 @@ function renderResult(card, result) {
       el("p", { class: "reason", text: score.reason }),
     );
     if (score.explanation) {
-      const canvas = el("canvas", { "aria-label": `${score.model}: where the evidence is` });
-      canvases.push([canvas, score.explanation]);
+      const e = score.explanation;
+      const { strength, caption } = evidence(score);
+      const canvas = el("canvas", { "aria-label": `${score.model}: ${caption}`,
+        "data-strength": strength.toFixed(2), "data-empty": String(e.empty) });
+      canvases.push([canvas, e, strength]);
       block.append(el("div", { class: "explain" },
         el("figure", {}, canvas,
-          el("figcaption", { text: `what ${score.model} saw; ${score.explanation.method} on ${score.explanation.layer}` }))));
+          el("figcaption", {},
+            el("span", { class: "evidence", text: caption }),
+            el("span", { class: "method", text: `what ${score.model} saw; ${e.method} on ${e.layer}, peak ${e.peak.toPrecision(3)}` })))));
     }
     body.append(block);
   }
   if (canvases.length) {
-    const redraw = () => canvases.forEach(([c, e]) => drawExplanation(c, e, heatToggle.checked));
+    const redraw = () => canvases.forEach(([c, e, s]) => drawExplanation(c, e, heatToggle.checked, s));
     heatToggle.addEventListener("change", redraw);
     body.append(el("label", { class: "option" }, heatToggle, " heatmap"));
     redraw();
@@ -200,7 +224,11 @@ function renderResult(card, result) {
 async function checkFile(file) {
   const card = el("article", { class: "card", "data-file": file.name });
   const thumb = el("img", { class: "thumb", alt: file.name });
-  thumb.src = URL.createObjectURL(file);
+  const url = URL.createObjectURL(file);
+  const release = () => URL.revokeObjectURL(url);  // the decoded image stays on screen
+  thumb.addEventListener("load", release, { once: true });
+  thumb.addEventListener("error", release, { once: true });
+  thumb.src = url;
   card.append(el("h2", { text: file.name }), thumb, el("p", { class: "pending", text: "checking\u2026" }));
   $("results").prepend(card);
   const form = new FormData();
@@ -267,6 +295,17 @@ async function generate(n, seed) {
   }
 }
 
+// The server's own limit on n (DERMAFAKE_MAX_GENERATE_N), as its OpenAPI schema states it, so
+// the form refuses what the server would.
+async function limitN() {
+  try {
+    const schema = await call("openapi.json");
+    const n = schema.paths["/generate"].get.parameters.find((p) => p.name === "n");
+    if (Number.isInteger(n?.schema?.maximum)) $("gen-n").max = String(n.schema.maximum);
+  } catch (err) { /* the form still works; the server says 422 past its limit */ }
+}
+limitN();
+
 $("generate-form").addEventListener("submit", (e) => {
   e.preventDefault();
   generate($("gen-n").value, $("gen-seed").value.trim());
@@ -284,7 +323,15 @@ function fmt(value) {
 function heldOut(card) {
   const rows = [];
   const evaluation = card.evaluation || {};
-  if (evaluation.test) rows.push(["test accuracy", pct(evaluation.test.accuracy)]);
+  if (evaluation.test) {
+    rows.push(["test accuracy", pct(evaluation.test.accuracy)]);
+    if (evaluation.test.roc_auc !== undefined) rows.push(["test ROC-AUC", fmt(evaluation.test.roc_auc)]);
+  } else if (card.metrics?.validation?.roc_auc !== undefined) {
+    rows.push(["validation ROC-AUC", fmt(card.metrics.validation.roc_auc)]);
+  }
+  for (const [name, set] of Object.entries(evaluation.real_photos || {})) {
+    if (set.flagged_synthetic !== undefined) rows.push([`real photos ${name} called synthetic`, pct(set.flagged_synthetic)]);
+  }
   for (const [name, source] of Object.entries(evaluation.per_source || {})) {
     if (source.role && source.role !== "trained" && source.flagged_synthetic !== undefined) {
       rows.push([`${name} (${source.role}) flagged`, pct(source.flagged_synthetic)]);

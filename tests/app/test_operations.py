@@ -311,7 +311,9 @@ def test_schema_declares_auth_only_when_a_key_is_set(npr_only: Callable) -> None
     assert form["properties"]["files"]["maxItems"] == 16 and not form["additionalProperties"]
     detect_params = {p["name"] for p in open_schema["paths"]["/detect"]["post"]["parameters"]}
     assert {"explain", "model"} <= detect_params
-    assert "heatmap" in open_schema["components"]["schemas"]["Explanation"]["properties"]
+    explanation = open_schema["components"]["schemas"]["Explanation"]
+    assert {"heatmap", "peak", "empty"} <= set(explanation["required"])
+    assert "before normalisation" in explanation["properties"]["peak"]["description"]
     assert "/" not in open_schema["paths"]  # the page is not part of the API
     n = next(p for p in open_schema["paths"]["/generate"]["get"]["parameters"] if p["name"] == "n")
     assert n["schema"]["maximum"] == 16  # the server's max_generate_n
@@ -340,6 +342,7 @@ def test_explain_returns_a_map_and_the_view_per_model_and_image(
         plain = client.post("/detect", files=files).json()
         explained = client.post("/detect?explain=true", files=files).json()
         metrics = client.get("/metrics").text
+    spread: dict[str, list[float]] = {NPR_NAME: [], VGG_NAME: []}
     for before, after in zip(plain["results"], explained["results"], strict=True):
         for a, b in zip(before["scores"], after["scores"], strict=True):
             assert a["explanation"] is None
@@ -350,7 +353,14 @@ def test_explain_returns_a_map_and_the_view_per_model_and_image(
             heat = Image.open(io.BytesIO(base64.b64decode(e["heatmap"])))
             view = Image.open(io.BytesIO(base64.b64decode(e["input"])))
             assert heat.mode == "L" and heat.size == view.size == (e["size"], e["size"])
-            assert np.asarray(heat).max() in (0, 255)  # normalised to its own maximum
+            pixels = np.asarray(heat)
+            # Normalised to its own maximum; the raw one and whether there was any are said.
+            if e["empty"]:
+                assert e["peak"] == 0 and pixels.max() == 0
+            else:
+                assert e["peak"] > 0 and pixels.max() == 255
+            spread[b["model"]].append(float(pixels.std()))
+    assert any(s > 0 for s in spread[NPR_NAME] + spread[VGG_NAME]), spread  # not uniform
     for model in (NPR_NAME, VGG_NAME):
         assert metric_value(metrics, "dermafake_explain_duration_seconds_count", model=model) == 2
 

@@ -81,10 +81,36 @@ def test_grad_cam_lights_up_the_pasted_synthetic_patch(
     assert patch > 2 * rest, means  # the evidence is where the patch is, and moves with it
 
 
+def test_the_peak_says_how_much_evidence_the_normalised_map_hides(
+    trained_npr: NPRDetector,
+) -> None:
+    """Every map is stretched to a maximum of 1, so only the raw peak tells a photo with a
+    synthetic patch from a photo alone."""
+    g = torch.Generator().manual_seed(5)
+    patched = explain(trained_npr, composite((1, 0), g))
+    photos = [explain(trained_npr, photo_like(1, SIZE, g)) for _ in range(3)]
+    assert not patched.empty and patched.heatmap.max() == pytest.approx(1.0)
+    assert all(patched.peak > 2 * p.peak for p in photos), [p.peak for p in photos]
+
+
+def test_a_model_without_evidence_gives_an_empty_map() -> None:
+    """A detector whose output ignores its features has no evidence anywhere: the map is all
+    zero and says so, rather than stretching nothing to full strength."""
+    torch.manual_seed(0)
+    model = NPRDetector(NPRConfig(image_size=32, width=8)).eval()
+    with torch.no_grad():
+        model.fc1.weight.zero_()
+    saliency = explain(model, photo_like(1, SIZE, torch.Generator().manual_seed(0)))
+    assert saliency.empty and saliency.peak == 0
+    assert saliency.heatmap.shape == (SIZE, SIZE) and not saliency.heatmap.any()
+
+
 def test_input_gradient_is_a_normalised_pixel_map(trained_npr: NPRDetector) -> None:
     """The fallback for architectures without a known block: per-pixel, not uniform. (It does
     not localise the patch here: inside a 2x2-constant patch the residual's gradient cancels.)"""
-    heatmap = input_gradient(trained_npr, composite((1, 0), torch.Generator().manual_seed(3)))
+    found = input_gradient(trained_npr, composite((1, 0), torch.Generator().manual_seed(3)))
+    heatmap = found.heatmap
+    assert found.peak > 0
     assert heatmap.shape == (SIZE, SIZE) and heatmap.max() == pytest.approx(1.0)
     assert heatmap.std() > 0.05
 
@@ -95,6 +121,6 @@ def test_vgg16_grad_cam_reads_the_last_conv_block() -> None:
     assert target_layer(model) == "backbone.features.29"
     assert isinstance(model.get_submodule("backbone.features.28"), torch.nn.Conv2d)
     x = torch.randn(1, 3, 64, 64)
-    cam = grad_cam(model, x, "backbone.features.29")
+    cam = grad_cam(model, x, "backbone.features.29").heatmap
     assert cam.shape == (64, 64) and cam.min() >= 0 and cam.max() <= 1
     assert x.grad is None  # the caller's tensor is left alone

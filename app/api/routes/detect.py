@@ -95,5 +95,7 @@ def _explanation(saliency: Saliency, views: torch.Tensor) -> Explanation:
         layer=saliency.layer,
         size=int(view.shape[-1]),
         heatmap=_png(heat),
+        peak=saliency.peak,
+        empty=saliency.empty,
         input=_png(to_pil(view)),
     )
