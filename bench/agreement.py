@@ -7,7 +7,7 @@ the way ``app`` serves it (``app.runners.DetectorRunner``: weights cast, channel
 Prints and writes verdict agreement, the largest probability difference and each path's accuracy.
 
     python -m bench.agreement --checkpoint artifacts/detector/detector.safetensors \\
-        --data ../shared/data/ham10000-200x150 --synthetic artifacts/synthetic
+        --data data/ham10000-200x150 --synthetic artifacts/synthetic
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from training.detector_data import held_out_test
 @dataclass
 class Config:
     checkpoint: Path = Path("artifacts/detector/detector.safetensors")
-    data: Path = Path("../shared/data/ham10000-200x150")
+    data: Path = Path("data/ham10000-200x150")
     synthetic: Path = Path("artifacts/synthetic")
     paths: list[str] = field(default_factory=lambda: ["compile_fp32", "bf16"])
     limit: int = 0

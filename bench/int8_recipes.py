@@ -8,7 +8,7 @@ that differ, mean |dp| and the ROC-AUC drop. Recipes are ``method:images:correct
 is ``yes`` or ``no``; a fourth part ``fp32head`` keeps the logit's layer in fp32).
 
     python -m bench.int8_recipes --checkpoint artifacts/detector/detector.safetensors \\
-        --data ../shared/data/ham10000-200x150 --out bench/results/int8_recipes.json
+        --data data/ham10000-200x150 --out bench/results/int8_recipes.json
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ held-out test set. The ranking never looks at the test set. Quantization and sco
 ``training.quantize``'s own (calibrated on the same validation images it uses).
 
     python -m bench.int8_sensitivity --checkpoint artifacts/detector/detector.safetensors \\
-        --data ../shared/data/ham10000-200x150 --keep 0 1 4 8 10 \\
+        --data data/ham10000-200x150 --keep 0 1 4 8 10 \\
         --out bench/results/int8_sensitivity.json
 """
 

@@ -54,7 +54,7 @@ class Config:
     artifacts: Path = Path("artifacts")
     detector: Path | None = None
     generator: Path | None = None
-    images: Path = Path("../shared/data/isic-uda1-originals")
+    images: Path = Path("data/isic-uda1-originals")
     concurrency: list[int] = field(default_factory=lambda: [1, 8, 32])
     images_per_request: int = 1
     load_client: str = "httpx"

@@ -3,11 +3,11 @@
 # running as the non-root user with the artifacts mounted read-only. Then bring trainer + api up
 # with podman-compose (smoke profile, so the one-shot trainer finishes in about a minute).
 #   deploy/container-smoke.sh [ARTIFACTS_DIR] [DATA_DIR]     (SKIP_BUILD=1 reuses the image)
-# Needs podman (+ podman-compose): ../shared/tools/container-setup.sh sets them up here.
+# Needs podman (+ podman-compose): install them with your package manager.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 artifacts=$(realpath "${1:-artifacts}")
-data=$(realpath "${2:-../shared/data/ham10000-200x150}")
+data=$(realpath "${2:-data/ham10000-200x150}")
 base=${BASE_IMAGE:-localhost/debian-python:3.11}
 port=${PORT:-18080}
 command -v podman >/dev/null || { echo "podman not installed: skipping"; exit 77; }

@@ -1,6 +1,6 @@
 """Build extra fake sources for a detector that must catch generators it never saw.
 
-    python -m training.fakes --data ../shared/data/ham10000-200x150 --out runs/fakes
+    python -m training.fakes --data data/ham10000-200x150 --out runs/fakes
 
 Two families, both built from the ``gan_train`` lesions only (the detector's real images come
 from the other splits, so no lesion is ever on both sides):

@@ -1,7 +1,7 @@
 """How close generated lesions are to real ones, in a feature space made for dermoscopy.
 
     python -m training.gan_metrics --features runs/features/lesion_features.safetensors \\
-        --data ../shared/data/ham10000-200x150 --generator runs/gan/generator.safetensors \\
+        --data data/ham10000-200x150 --generator runs/gan/generator.safetensors \\
         --n 2000 --seed 0 --out runs/gan/metrics.json
 
 Scores, each between N generated images and a set of real ones, in the embedding of

@@ -1,6 +1,6 @@
 """Train the lesion feature model (``models.lesion_features``) to classify HAM10000 diagnoses.
 
-    python -m training.train_features --data ../shared/data/ham10000-200x150 \\
+    python -m training.train_features --data data/ham10000-200x150 \\
         --out runs/features --time-limit-min 5 --threads 1
 
 Its embedding is the feature space of ``training.gan_metrics``. Data: the ``gan_train`` lesions

@@ -1,6 +1,6 @@
 """Train the SNGAN on the ``gan_train`` lesions of HAM10000.
 
-    python -m training.train_gan --data ../shared/data/ham10000-200x150 --out runs/gan \\
+    python -m training.train_gan --data data/ham10000-200x150 --out runs/gan \\
         --image-size 64 --steps 5000
 
 Recipe (Miyato et al. 2018, "standard CNN" with hinge loss): Adam lr 2e-4, betas (0.0, 0.9),
