@@ -1,5 +1,6 @@
-"""How many model requests may be in flight at once: past the limit a request is refused before
-its body is read, so a burst costs the server a 503 each instead of memory and decode time."""
+"""How much work may be admitted at once: past the limit a request is refused before the work
+starts, so a burst costs the server a 503 each instead of memory and CPU time. One gate counts
+model requests in flight (before their bodies are read), another images being decoded."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ class AdmissionGate:
         self.limit = limit
         self.in_flight = 0
 
-    def try_enter(self) -> bool:
-        if self.in_flight >= self.limit:
+    def try_enter(self, n: int = 1) -> bool:
+        """Take ``n`` units (requests, images) if all fit; none otherwise."""
+        if self.in_flight + n > self.limit:
             return False
-        self.in_flight += 1
+        self.in_flight += n
         return True
 
-    def leave(self) -> None:
-        self.in_flight -= 1
+    def leave(self, n: int = 1) -> None:
+        self.in_flight -= n

@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.admission = gate = AdmissionGate(settings.max_inflight_requests)
     app.state.explain_gate = AdmissionGate(settings.max_concurrent_explains)
     metrics.in_flight.set_function(lambda: gate.in_flight)
+    app.state.decode_gate = decoding = AdmissionGate(settings.max_decoding_images)
+    metrics.decoding.set_function(lambda: decoding.in_flight)
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         if settings.rate_limit_per_s > 0

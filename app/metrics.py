@@ -112,6 +112,16 @@ class Metrics:
             "Model requests admitted and not yet answered (reading, decoding, queued, running).",
             registry=r,
         )
+        self.decode_rejected = Counter(
+            "dermafake_decode_rejected_total",
+            "/detect requests refused with 503 because max_decoding_images were being decoded.",
+            registry=r,
+        )
+        self.decoding = Gauge(
+            "dermafake_decoding_images",
+            "Uploaded images admitted to decoding and not yet decoded (headers read first).",
+            registry=r,
+        )
         self.client_disconnects = Counter(
             "dermafake_client_disconnects_total",
             "Requests cancelled because the client closed the connection before the answer.",

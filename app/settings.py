@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     # Pixels per image, read from the header before decoding: 12 MP takes a 4000x3000 phone
     # photo; the models need 256 px, so more would only cost decode time and memory.
     max_pixels: int = Field(12_000_000, ge=1)
+    # Pixels per request, all its images' headers summed before any is decoded: decode time
+    # follows pixels, not bytes (a 42 kB uniform 4000x3000 PNG takes ~0.3 s to decode), so 16
+    # small files must not buy seconds of CPU. 48 MP: a series of 16 dermatoscope photos of
+    # 3 MP, or four 12 MP phone photos; the models need 256 px a side of each.
+    max_request_pixels: int = Field(48_000_000, ge=1)
+    # Images being decoded at once, all requests together (the decode pool's backlog); a
+    # request whose images do not fit is a 503 with Retry-After before any is decoded.
+    max_decoding_images: int = Field(32, ge=1)
     max_files: int = Field(16, ge=1)
     max_generate_n: int = Field(16, ge=1)
 
@@ -127,6 +135,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"max_files ({self.max_files}) and max_generate_n ({self.max_generate_n}) "
                 f"must not exceed max_queue_size ({self.max_queue_size})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _decode_limits_fit_a_request(self) -> Self:
+        # A request of max_files images, or one image at max_pixels, must be admissible.
+        if self.max_files > self.max_decoding_images:
+            raise ValueError(
+                f"max_files ({self.max_files}) must not exceed max_decoding_images "
+                f"({self.max_decoding_images})"
+            )
+        if self.max_pixels > self.max_request_pixels:
+            raise ValueError(
+                f"max_pixels ({self.max_pixels}) must not exceed max_request_pixels "
+                f"({self.max_request_pixels})"
             )
         return self
 

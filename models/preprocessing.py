@@ -133,6 +133,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _checked_pixels(img: Image.Image, max_pixels: int) -> int:
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise InvalidImageError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidImageError(
+            f"image too large: {width}x{height} = {width * height} pixels, limit {max_pixels}"
+        )
+    return width * height
+
+
+def header_pixels(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The image's pixel count from its header alone (no pixel data is decoded), refused as
+    :func:`load_rgb` would refuse it: a caller can budget the decode before paying for it."""
+    return _checked_pixels(_open(source), max_pixels)
+
+
 def load_rgb(
     source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 0
 ) -> Image.Image:
@@ -145,13 +162,7 @@ def load_rgb(
     small (all of HAM10000's 600x450 and 200x150 files for a 128 px model) are unaffected.
     """
     img = _open(source)
-    width, height = img.size
-    if width < 1 or height < 1:
-        raise InvalidImageError(f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise InvalidImageError(
-            f"image too large: {width}x{height} = {width * height} pixels, limit {max_pixels}"
-        )
+    _checked_pixels(img, max_pixels)
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)

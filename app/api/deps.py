@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request
@@ -133,17 +133,17 @@ async def rate_limit(request: Request, settings: SettingsDep, metrics: MetricsDe
 
 @asynccontextmanager
 async def _hold(
-    gate: AdmissionGate, refused: Counter, detail: str, retry_after_s: int
+    gate: AdmissionGate, refused: Counter, detail: str, retry_after_s: int, n: int = 1
 ) -> AsyncIterator[None]:
-    """A slot of ``gate`` for the rest of the request, or 503 + Retry-After at once (counted in
-    ``refused``) when none is free: before the request's body is read."""
-    if not gate.try_enter():
+    """``n`` slots of ``gate`` while the block runs, or 503 + Retry-After at once (counted in
+    ``refused``) when they are not free: before the work they stand for starts."""
+    if not gate.try_enter(n):
         refused.inc()
         raise HTTPException(503, detail, headers={"Retry-After": str(retry_after_s)})
     try:
         yield
     finally:
-        gate.leave()
+        gate.leave(n)
 
 
 async def admission(
@@ -155,6 +155,16 @@ async def admission(
     gate, refused = request.app.state.admission, metrics.admission_rejected
     async with _hold(gate, refused, detail, settings.retry_after_s):
         yield
+
+
+def decoding_slots(request: Request, images: int) -> AbstractAsyncContextManager[None]:
+    """Room for ``images`` in the decode gate (at most ``max_decoding_images`` being decoded,
+    all requests together), or 503 + Retry-After before any of them is decoded: the decode
+    pool's backlog, and so the wait of every upload behind it, stays bounded."""
+    settings, metrics = request.app.state.settings, request.app.state.metrics
+    detail = f"server busy: {settings.max_decoding_images} images being decoded"
+    gate = request.app.state.decode_gate
+    return _hold(gate, metrics.decode_rejected, detail, settings.retry_after_s, images)
 
 
 async def explain_slot(

@@ -3,7 +3,9 @@
 The form is parsed here, after the API key check, rather than by FastAPI's ``File()``
 parameters, so an unauthenticated client cannot make the server parse an upload and every
 failure gets a message naming the problem. Decoding (Pillow) runs in the decode pool, never on
-the event loop, and a bad image fails its request before anything reaches a batch.
+the event loop, and a bad image fails its request before anything reaches a batch. Decoding
+is admitted by count and budgeted by pixels (read from the headers) before it starts: CPU time
+follows pixels, not upload bytes.
 """
 
 from __future__ import annotations
@@ -17,9 +19,21 @@ from fastapi import Depends, HTTPException, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.deps import SelectedDetectorsDep, ServicesDep, SettingsDep, detect_room
+from app.api.deps import (
+    SelectedDetectorsDep,
+    ServicesDep,
+    SettingsDep,
+    decoding_slots,
+    detect_room,
+)
 from app.request_context import record_images
-from models.preprocessing import InvalidImageError, PreprocessConfig, load_rgb, model_views
+from models.preprocessing import (
+    InvalidImageError,
+    PreprocessConfig,
+    header_pixels,
+    load_rgb,
+    model_views,
+)
 
 FIELDS = ("file", "files")
 CHUNK_BYTES = 1 << 20
@@ -121,7 +135,34 @@ async def read_uploads(request: Request, settings: SettingsDep) -> list[tuple[st
         await form.close()
 
 
+def _named(name: str, exc: InvalidImageError) -> InvalidImageError:
+    return type(exc)(f"{name}: {exc}")  # same class: 415 stays 415
+
+
+def header_pixels_of(uploads: list[tuple[str, bytes]], max_pixels: int) -> list[int]:
+    """Each upload's pixel count from its header (nothing decoded); 415/422 naming a bad one."""
+    pixels = []
+    for name, data in uploads:
+        try:
+            pixels.append(header_pixels(data, max_pixels))
+        except InvalidImageError as exc:
+            raise _named(name, exc) from exc
+    return pixels
+
+
+def check_request_pixels(pixels: list[int], limit: int) -> None:
+    """413 when a request's images hold more pixels than ``limit`` together."""
+    total = sum(pixels)
+    if total > limit:
+        raise HTTPException(
+            413,
+            f"too many pixels: {len(pixels)} image(s) of {total} pixels in all, limit {limit} "
+            "per request; send fewer or smaller images",
+        )
+
+
 async def decoded_images(
+    request: Request,
     services: ServicesDep,  # first: no point reading an upload while the models are loading
     detectors: SelectedDetectorsDep,  # then: an unknown model name fails before the upload
     room: Annotated[None, Depends(detect_room)],  # then: a full queue fails before the upload
@@ -129,7 +170,9 @@ async def decoded_images(
     uploads: Annotated[list[tuple[str, bytes]], Depends(read_uploads)],
 ) -> list[DecodedImage]:
     """Decode every upload once, in the decode pool, to each asked model's input (one tensor
-    per distinct preprocessing); 422 on a bad one."""
+    per distinct preprocessing); 422 on a bad one. First, with room in the decode gate (else
+    503), every header is read and the request's pixels summed (over the budget: 413), so no
+    image is decoded for a request that is refused."""
     loop = asyncio.get_running_loop()
     configs = list(dict.fromkeys(d.preprocess for d in detectors))
 
@@ -139,10 +182,22 @@ async def decoded_images(
                 services.image_pool, decode_for, data, configs, settings.max_pixels
             )
         except InvalidImageError as exc:
-            raise type(exc)(f"{name}: {exc}") from exc  # same class: 415 stays 415
+            raise _named(name, exc) from exc
         return DecodedImage(name, pixels)
 
-    return list(await asyncio.gather(*(decode(name, data) for name, data in uploads)))
+    async with decoding_slots(request, len(uploads)):
+        pixels = await loop.run_in_executor(
+            services.image_pool, header_pixels_of, uploads, settings.max_pixels
+        )
+        check_request_pixels(pixels, settings.max_request_pixels)
+        # Every decode ends before the slots are given back, a failed request's included.
+        done = await asyncio.gather(
+            *(decode(name, data) for name, data in uploads), return_exceptions=True
+        )
+    for result in done:
+        if isinstance(result, BaseException):
+            raise result
+    return [result for result in done if isinstance(result, DecodedImage)]
 
 
 DecodedImagesDep = Annotated[list[DecodedImage], Depends(decoded_images)]

@@ -121,6 +121,51 @@ async def test_requests_past_the_in_flight_limit_get_503_at_once(npr_only: Calla
     assert metric_value(metrics, "dermafake_inflight_requests") == 0
 
 
+async def test_images_past_the_decode_limit_get_503_before_any_is_decoded(
+    npr_only: Callable,
+) -> None:
+    """With two images in decode (the decode thread held), a third is refused at once: a text
+    upload gets the 503, not the 415 a decode would give; the slots come back afterwards."""
+    settings = npr_only(max_decoding_images=2, max_files=2, max_generate_n=2, decode_threads=1)
+    async with running_app(settings) as (app, client):
+        pool, held = app.state.host.services.image_pool, threading.Event()
+        pool.submit(held.wait, 10)  # the decode thread is busy (without a limit: for 10 s)
+        try:
+            files = [("files", (f"{i}.png", image_bytes(seed=i), "image/png")) for i in (1, 2)]
+            first = asyncio.ensure_future(client.post("/detect", files=files))
+            await _until(lambda: pool._work_queue.qsize() > 0)  # its images wait for the thread
+            text = {"file": ("t.png", b"not an image at all", "image/png")}
+            busy = await client.post("/detect", files=text)
+        finally:
+            held.set()
+        assert (await first).status_code == 200
+        after = await client.post("/detect", files=UPLOAD)
+        metrics = (await client.get("/metrics")).text
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert "2 images being decoded" in busy.json()["detail"]
+    assert after.status_code == 200
+    assert metric_value(metrics, "dermafake_decode_rejected_total") == 1
+    assert metric_value(metrics, "dermafake_decoding_images") == 0
+
+
+def test_a_request_over_the_pixel_budget_is_413_before_any_image_is_decoded(
+    npr_only: Callable,
+) -> None:
+    """The budget is summed from the headers: two PNGs that declare 300x200 and hold no pixels
+    (decoding either is a 422) are a 413 naming the limit; one alone is within it and decoded."""
+    settings = npr_only(max_pixels=60_000, max_request_pixels=100_000)
+    headers_only = [("files", (f"{i}.png", png_header(300, 200), "image/png")) for i in (1, 2)]
+    at_limit = [("files", (f"{i}.png", image_bytes(size=(250, 200), seed=i))) for i in (1, 2)]
+    with ready_client(create_app(settings)) as client:
+        over = client.post("/detect", files=headers_only)
+        one = client.post("/detect", files=headers_only[:1])
+        within = client.post("/detect", files=at_limit)
+    assert over.status_code == 413, over.text
+    assert "120000 pixels in all, limit 100000 per request" in over.json()["detail"]
+    assert one.status_code == 422 and "cannot decode" in one.json()["detail"]
+    assert within.status_code == 200
+
+
 # --- rate limits -------------------------------------------------------------------------------
 
 
@@ -324,6 +369,7 @@ def test_default_pixel_limit_is_what_the_models_need(npr_only: Callable) -> None
     14 MP upload costs the server nothing but the header."""
     settings = npr_only()
     assert Settings.model_fields["max_pixels"].default == settings.max_pixels == 12_000_000
+    assert settings.max_request_pixels == 48_000_000  # four such photos, or 16 of 3 MP
     with ready_client(create_app(settings)) as client:
         big = client.post("/detect", files={"file": ("a.png", png_header(4000, 3500))})
         ok = client.post("/detect", files={"file": ("b.png", image_bytes("PNG", (400, 300)))})

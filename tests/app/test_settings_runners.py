@@ -56,6 +56,10 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(max_files=10, max_queue_size=4)
     with pytest.raises(ValidationError, match="batch_buckets"):
         Settings(max_batch_size=16, batch_buckets=[1, 8])  # 16 would compile under load
+    with pytest.raises(ValidationError, match="max_decoding_images"):
+        Settings(max_files=16, max_decoding_images=8)  # a full request could never decode
+    with pytest.raises(ValidationError, match="max_request_pixels"):
+        Settings(max_pixels=12_000_000, max_request_pixels=4_000_000)
 
 
 def test_buckets_follow_compile_and_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
