@@ -35,6 +35,7 @@ from app.threads import named_pool
 T = TypeVar("T")
 R = TypeVar("R")
 logger = logging.getLogger(__name__)
+batch_logger = logging.getLogger("dermafake.batch")  # one line per batch, at debug level
 
 
 class Overloaded(RuntimeError):
@@ -260,9 +261,31 @@ class Batcher(Generic[T, R]):
             run_s = time.perf_counter() - started
             for p in batch:
                 p.run_s = run_s
+            waits = [started - p.enqueued for p in batch]
+            if batch_logger.isEnabledFor(logging.DEBUG):
+                self._log_batch(len(batch), self._last_callers, max(waits), run_s)
             if self.observer is not None:
-                waits = [started - p.enqueued for p in batch]
                 try:
                     self.observer.batch_done(len(batch), waits, run_s)
                 except Exception:  # a metrics bug must not stop serving
                     logger.exception("%s: batch observer failed", self.name)
+
+    def _log_batch(self, size: int, callers: int, max_wait_s: float, run_s: float) -> None:
+        """One debug line per batch, its figures as JSON fields (``app/logs.py``): what an
+        operator reads to see whether batches fill and where a request's wait came from."""
+        fields = {
+            "model": self.name,
+            "batch_size": size,
+            "callers": callers,
+            "max_queue_wait_s": round(max_wait_s, 4),
+            "run_s": round(run_s, 4),
+        }
+        batch_logger.debug(
+            "batch %s: %d item(s) from %d caller(s), waited up to %.3fs, ran %.3fs",
+            self.name,
+            size,
+            callers,
+            max_wait_s,
+            run_s,
+            extra={"fields": fields},
+        )

@@ -19,7 +19,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time (UTC, ms), level, logger, message, the record's
-    ``fields`` (request lines) and the exception, if any."""
+    ``fields`` (request and batch lines) and the exception, if any."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -303,3 +304,38 @@ async def test_busy_for_grows_while_a_pass_hangs() -> None:
     finally:
         gate.set()
         await b.stop()
+
+
+async def test_each_batch_logs_one_debug_line_with_its_figures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="dermafake.batch")
+    gate = threading.Event()
+    b = await _started(Recorder(gate=gate), name="npr", max_batch_size=8, max_wait_s=0)
+    try:
+        first = asyncio.ensure_future(b.submit(0))  # a batch of its own, held at the gate
+        await asyncio.sleep(0.05)
+        behind = asyncio.gather(b.submit_many([1, 2]), b.submit(3))  # queue behind it
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        await behind
+    finally:
+        await b.stop()
+    records = [r for r in caplog.records if r.name == "dermafake.batch"]
+    assert all(r.levelno == logging.DEBUG for r in records)
+    lines = [r.fields for r in records]  # type: ignore[attr-defined]
+    assert [(line["batch_size"], line["callers"]) for line in lines] == [(1, 1), (3, 2)]
+    assert {line["model"] for line in lines} == {"npr"}
+    assert lines[0]["run_s"] >= 0.05  # held at the gate at least this long
+    assert lines[1]["max_queue_wait_s"] > 0  # queued behind the held batch
+
+
+async def test_no_batch_line_above_debug_level(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dermafake.batch")
+    b = await _started(Recorder(), max_batch_size=2, max_wait_s=0)
+    try:
+        assert await b.submit_many([1, 2]) == [10, 20]
+    finally:
+        await b.stop()
+    assert not [r for r in caplog.records if r.name == "dermafake.batch"]
