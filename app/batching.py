@@ -93,7 +93,7 @@ class Batcher(Generic[T, R]):
         *,
         name: str = "batcher",
         max_batch_size: int = 16,
-        max_wait_s: float = 0.005,
+        max_wait_s: float = 0.0,
         max_busy_wait_s: float = 0.1,
         max_queue_size: int = 128,
         timeout_s: float = 30.0,

@@ -12,6 +12,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from app.batching import Batcher
 from app.main import create_app
 from app.runners import GeneratorRunner
 from app.settings import Settings
@@ -60,6 +61,14 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(max_files=16, max_decoding_images=8)  # a full request could never decode
     with pytest.raises(ValidationError, match="max_request_pixels"):
         Settings(max_pixels=12_000_000, max_request_pixels=4_000_000)
+
+
+def test_by_default_a_lone_client_never_waits_for_company(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAX_WAIT_MS is 0 (a 5 ms wait cost a lone request 30%: docs/BENCHMARKS.md), and a
+    Batcher built without the settings agrees."""
+    monkeypatch.delenv("DERMAFAKE_MAX_WAIT_MS", raising=False)
+    assert Settings().max_wait_ms == 0
+    assert Batcher(lambda items: items).max_wait_s == 0
 
 
 def test_buckets_follow_compile_and_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
