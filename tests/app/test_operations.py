@@ -1,5 +1,6 @@
 """What operators rely on, in one app with real checkpoints: admission before any work, rate
-limits, request ids, clients that leave, liveness, seeds, a path prefix and the schema."""
+limits, request ids, clients that leave, liveness, loading, encoding off the model thread, seeds, a
+path prefix and the schema."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from app import services as services_module
 from app.api.schemas import MAX_SEED
 from app.main import create_app
 from app.ratelimit import RateLimiter
@@ -26,6 +30,7 @@ from tests.app.conftest import (
     NPR_NAME,
     VGG_NAME,
     Checkpoints,
+    _until_ready,
     http_scope,
     image_bytes,
     metric_value,
@@ -309,6 +314,67 @@ async def test_liveness_fails_while_a_forward_pass_hangs(npr_only: Callable) -> 
             assert (await stuck).status_code == 200
         assert (await client.get("/healthz")).status_code == 200
     assert hung.status_code == 503 and NPR_NAME in hung.json()["detail"]
+
+
+# --- life cycle and generation ------------------------------------------------------------------
+
+
+async def test_while_the_models_load_the_port_answers_not_ready_then_ready(
+    npr_only: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading held at its first step (finding the checkpoints): alive, not ready ("loading"),
+    model routes 503 with Retry-After; once loading goes on, ready and serving."""
+    loading = threading.Event()
+    find_detectors = services_module.find_detectors
+
+    def held(settings: Settings) -> Any:
+        loading.wait(30)
+        return find_detectors(settings)
+
+    monkeypatch.setattr(services_module, "find_detectors", held)
+    app = create_app(npr_only())
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        try:
+            ready = await client.get("/readyz")
+            health = await client.get("/healthz")
+            detect = await client.post("/detect", files=UPLOAD)
+            generate = await client.get("/generate")
+        finally:
+            loading.set()
+        await _until_ready(lambda: client.get("/readyz"))
+        served = await client.post("/detect", files=UPLOAD)
+    assert ready.status_code == 503 and "loading" in ready.json()["detail"]
+    assert health.status_code == 200
+    for refused in (detect, generate):
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert "loading" in refused.json()["detail"]
+    assert served.status_code == 200
+
+
+async def test_generated_images_are_encoded_on_an_image_thread_not_the_models(
+    npr_only: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generator's thread only runs forward passes: it hands back uint8 pixels, and every
+    PNG of /generate is written on an image-pool thread (Pillow's save, wherever it is called,
+    records the thread it runs on)."""
+    threads: list[str] = []
+    save = Image.Image.save
+
+    def recorded_save(image: Image.Image, *args: Any, **kwargs: Any) -> None:
+        threads.append(threading.current_thread().name)
+        save(image, *args, **kwargs)
+
+    async with running_app(npr_only()) as (app, client):
+        pixels = await app.state.host.services.generate_batcher.submit_many([1, 2])
+        monkeypatch.setattr(Image.Image, "save", recorded_save)
+        response = await client.get("/generate", params={"n": 3, "seed": 1})
+    assert response.status_code == 200 and len(response.json()["images"]) == 3
+    assert [(p.dtype, p.shape[0]) for p in pixels] == [(torch.uint8, 3)] * 2  # not encoded
+    assert len(threads) == 3 and all(name.startswith("image_") for name in threads), threads
 
 
 # --- seeds, prefix, schema --------------------------------------------------------------------
