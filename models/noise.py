@@ -8,6 +8,14 @@ from collections.abc import Iterable
 
 import torch
 
+MAX_SEED = 2**32 - 1  # the seeds /generate takes and returns: exact as a JSON number anywhere
+
+
+def series_seeds(seed: int, indices: Iterable[int]) -> list[int]:
+    """Image i's seed in a series starting at ``seed``: ``seed + i``, wrapping past MAX_SEED to
+    0, so every seed handed out can be asked for again and gives the same image."""
+    return [(seed + i) % (MAX_SEED + 1) for i in indices]
+
 
 def seed_noise(seeds: Iterable[int], z_dim: int) -> torch.Tensor:
     """(len(seeds), z_dim) standard normal noise, row i from seed ``seeds[i]``."""

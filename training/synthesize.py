@@ -3,10 +3,11 @@
     python -m training.synthesize --checkpoint runs/gan/generator.safetensors --n 10000 \\
         --out runs/synthetic --seed 0
 
-Image ``i`` is drawn from its own noise, ``z_i = randn(z_dim)`` seeded with ``seed + i``, and the
-generator runs in eval mode (BatchNorm on its running statistics), so every image depends only
-on (checkpoint, seed + i): not on the batch size, the device's batch order or how many images
-are asked for. Writes ``NNNNNN.png`` files at the generator's size, ``manifest.csv``
+Image ``i`` is drawn from its own noise, ``z_i = randn(z_dim)`` seeded with ``seed + i`` (wrapping
+past 2**32 - 1 to 0, as ``/generate`` does, so the service gives the same image for that seed),
+and the generator runs in eval mode (BatchNorm on its running statistics), so every image depends
+only on (checkpoint, seed + i): not on the batch size, the device's batch order or how many
+images are asked for. Writes ``NNNNNN.png`` files at the generator's size, ``manifest.csv``
 (file, seed) and ``config.json``.
 """
 
@@ -23,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from models.checkpoint import load_model
-from models.noise import seed_noise
+from models.noise import seed_noise, series_seeds
 from models.preprocessing import images_to_bytes
 from models.runtime import PRECISIONS, autocast, resolve_device, resolve_dtype
 from training.common import write_json
@@ -80,9 +81,9 @@ def parse_args(argv: list[str] | None = None) -> SynthesizeConfig:
 
 
 def noise_for(indices: range, seed: int, z_dim: int) -> torch.Tensor:
-    """(len(indices), z_dim) standard normal noise; row i drawn from its own seed ``seed + i``,
-    exactly as the service's ``/generate`` draws it for that seed."""
-    return seed_noise((seed + i for i in indices), z_dim)
+    """(len(indices), z_dim) standard normal noise; row i drawn from its own seed ``seed + i``
+    (wrapped past 2**32 - 1 to 0), exactly as the service's ``/generate`` draws it."""
+    return seed_noise(series_seeds(seed, indices), z_dim)
 
 
 def _prepare_out(config: SynthesizeConfig) -> None:
@@ -125,10 +126,11 @@ def main(config: SynthesizeConfig) -> Path:
             with torch.no_grad(), autocast(device, dtype):
                 images = G(z)
             blobs = images_to_bytes(images, config.format, config.quality)
-            for i, blob in zip(idx, blobs, strict=True):
+            seeds = series_seeds(config.seed, idx)  # as noise_for drew them
+            for i, seed, blob in zip(idx, seeds, blobs, strict=True):
                 name = f"{i:06d}{suffix}"
                 (config.out / name).write_bytes(blob)
-                rows.append((name, config.seed + i))
+                rows.append((name, seed))
             bar.update(len(idx))
     elapsed = time.perf_counter() - t0
     manifest = config.out / "manifest.csv"

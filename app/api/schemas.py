@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_SEED = 2**32 - 1  # fits a JSON number exactly in every client
-
+from models.noise import MAX_SEED
 
 Label = Literal["synthetic", "real", "inconclusive"]
 

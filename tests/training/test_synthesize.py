@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from app.api.routes.generate import seeds_for
 from models.checkpoint import save_model
+from models.noise import MAX_SEED, seed_noise
 from models.preprocessing import GAN_MEAN, GAN_STD, PreprocessConfig
 from models.sngan import Generator, GeneratorConfig
 from training.synthesize import main, noise_for, parse_args
@@ -67,6 +69,19 @@ def test_noise_rows_depend_only_on_their_seed():
     parts = torch.cat([noise_for(range(0, 2), 11, 4), noise_for(range(2, 6), 11, 4)])
     assert torch.equal(whole, parts)
     assert not torch.equal(whole[0], whole[1])
+
+
+def test_seeds_wrap_past_the_largest_exactly_like_generate(checkpoint, tmp_path):
+    """Past 2**32 - 1 the series goes on at 0, as /generate numbers it: the manifest lists seeds
+    the service accepts, and each gives the image the service would give for it."""
+    assert seeds_for(MAX_SEED - 1, 3) == [MAX_SEED - 1, MAX_SEED, 0]  # the service's rule
+    z = noise_for(range(3), seed=MAX_SEED - 1, z_dim=4)
+    assert torch.equal(z, seed_noise([MAX_SEED - 1, MAX_SEED, 0], 4))
+    manifest = synth(checkpoint, tmp_path / "w", "--n", "3", "--seed", str(MAX_SEED - 1))
+    with manifest.open() as f:
+        assert [int(r["seed"]) for r in csv.DictReader(f)] == [MAX_SEED - 1, MAX_SEED, 0]
+    synth(checkpoint, tmp_path / "zero", "--n", "1", "--seed", "0")
+    assert read(tmp_path / "w")["000002.png"] == read(tmp_path / "zero")["000000.png"]
 
 
 def test_refuses_to_mix_with_existing_images(checkpoint, tmp_path):

@@ -20,6 +20,7 @@ from app.api.schemas import (
     GenerateResponse,
 )
 from app.request_context import record_images
+from models.noise import series_seeds
 
 router = APIRouter(tags=["generate"])
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
@@ -41,9 +42,9 @@ def _raw_format(accept: str) -> str | None:
 
 
 def seeds_for(seed: int, n: int) -> list[int]:
-    """Image i's seed: ``seed + i``, wrapping past MAX_SEED to 0, so every seed returned can be
-    asked for again (and gives the same image)."""
-    return [(seed + i) % (MAX_SEED + 1) for i in range(n)]
+    """Image i's seed: ``seed + i``, wrapping past MAX_SEED to 0 (``training.synthesize`` numbers
+    its series the same way), so every seed returned can be asked for again."""
+    return series_seeds(seed, range(n))
 
 
 async def _generate(
