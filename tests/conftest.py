@@ -1,4 +1,5 @@
-"""Shared fixtures: where the shared data lives, and small real images from it."""
+"""Shared fixtures: where the shared data lives, and real images from it, or generated stand-ins
+when it is absent (so every test also runs on a fresh machine)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,6 @@ def shared_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    root = shared_data_dir()
-    if not (root / "ham10000-200x150" / "HAM10000_metadata.csv").is_file():
-        pytest.skip(
-            f"shared data not found at {root}: set DERMAFAKE_SHARED_DATA to a folder holding "
-            "ham10000-200x150/ (see README, 'Data')"
-        )
-    return root
-
-
-@pytest.fixture(scope="session")
 def ham_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shared HAM10000 copy (200x150) when present; else a small HAM10000-shaped stand-in
     (generated lesion-like JPEGs, official layout and metadata, several images per lesion), so
@@ -46,11 +36,36 @@ def ham_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def clinic_photos(shared_data: Path) -> list[Path]:
-    photos = sorted((shared_data / "isic-uda1-originals").glob("*.jpg"))
-    if not photos:
-        pytest.skip(f"no clinic photos in {shared_data / 'isic-uda1-originals'}")
-    return photos
+def clinic_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The shared ISIC clinic photos (full-size JPEGs) when present; else a few lesion-like
+    JPEGs of a clinic photo's size (tests/training/stand_ins.py)."""
+    photos = sorted((shared_data_dir() / "isic-uda1-originals").glob("*.jpg"))
+    if photos:
+        return photos
+    from tests.training.stand_ins import write_clinic_like
+
+    return write_clinic_like(tmp_path_factory.mktemp("clinic_like"))
+
+
+# Foreign generators' image folders in the shared data: name -> (folder, size, stand-in count).
+FOREIGN_GANS = {"dcgan": ("dcgan-cannata-64", 64, 8), "stylegan": ("stylegan-hyper07-128", 128, 16)}
+
+
+@pytest.fixture(scope="session")
+def foreign_gans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Images of generators no detector trained on, by name: the shared generated-eval folders
+    when present; else PNGs of randomly initialised SNGAN generators at the same sizes."""
+    from tests.training.stand_ins import make_synthetic
+
+    out = {}
+    for seed, (name, (folder, size, n)) in enumerate(FOREIGN_GANS.items(), start=40):
+        shared = shared_data_dir() / "generated-eval" / folder
+        out[name] = (
+            shared
+            if any(shared.glob("*.png"))
+            else make_synthetic(tmp_path_factory.mktemp(name), n=n, size=size, seed=seed)
+        )
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 
 from models.checkpoint import read_meta
 from models.operating_point import OperatingPoint, overall_verdict
-from tests.training.test_train_detector import make_synthetic
+from tests.training.stand_ins import make_synthetic
 from training import evaluate, train_detector
 from training.augment import PERTURBATIONS
 
@@ -61,14 +61,14 @@ def trained(ham_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def report_dir(
-    trained: dict[str, Path],
     ham_dir: Path,
     clinic_photos: list[Path],
-    shared_data: Path,
+    foreign_gans: dict[str, Path],
+    trained: dict[str, Path],  # last: the data is ready before any training is paid for
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     photos = tmp_path_factory.mktemp("photos")
-    for p in clinic_photos[:3]:  # links, not copies: three full-size clinic photos
+    for p in clinic_photos[:3]:  # links, not copies: three clinic-sized photos
         (photos / p.name).symlink_to(p)
     out = tmp_path_factory.mktemp("evaluation")
     cfg = evaluate.parse_args(
@@ -81,7 +81,7 @@ def report_dir(
             "--limit",
             "4",
             "--foreign",
-            f"dcgan={shared_data / 'generated-eval' / 'dcgan-cannata-64'}",
+            f"dcgan={foreign_gans['dcgan']}",
             "--real-extra",
             f"clinic={photos}",
             "--threads",

@@ -35,11 +35,13 @@ def _stage_tokens(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def artifacts(ham_dir: Path, shared_data: Path, tmp_path_factory) -> Iterator[Path]:
+def artifacts(
+    ham_dir: Path, foreign_gans: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """Every stage of the smoke profile, once for the module; removed when the module ends,
     failed or not (two VGG16-sized runs, 5 GB)."""
     out = tmp_path_factory.mktemp("artifacts")
-    foreign = {"stylegan": shared_data / "generated-eval" / "stylegan-hyper07-128"}
+    foreign = {"stylegan": foreign_gans["stylegan"]}
     cfg = pipeline.PipelineConfig(
         data=ham_dir, out=out, profile="smoke", foreign=foreign, quiet=True
     )
@@ -117,7 +119,7 @@ def test_second_run_skips_and_a_changed_stage_reruns_downstream(
 @pytest.mark.anyio
 async def test_service_serves_the_pipeline_artifacts(artifacts: Path, ham_dir: Path) -> None:
     settings = Settings(artifacts_dir=artifacts, device="cpu", precision="fp32", compile=False)
-    image = next((ham_dir / "images").glob("*.jpg")).read_bytes()
+    image = next(ham_dir.rglob("*.jpg")).read_bytes()  # images/ or the official part folders
     async with running_app(settings) as (_, client):
         assert (await client.get("/readyz")).status_code == 200
         r = await client.post("/detect", files={"file": ("lesion.jpg", image, "image/jpeg")})

@@ -8,26 +8,14 @@ import torch
 
 from models.checkpoint import load_model, load_state
 from models.operating_point import OperatingPoint
-from models.preprocessing import InvalidImageError, images_to_bytes, load_rgb
-from models.sngan import Generator, GeneratorConfig
+from models.preprocessing import InvalidImageError, load_rgb
+from tests.training.stand_ins import make_synthetic
 from training.common import read_csv
 from training.data import SplitConfig, load_splits, preload, read_manifest, subsample
 from training.detector_data import split_synthetic
 from training.metrics import select_threshold
 from training.scoring import calibrated, predict_logits
 from training.train_detector import main, parse_args
-
-
-def make_synthetic(folder: Path, n: int = 30, size: int = 32, seed: int = 0) -> Path:
-    """PNGs from a randomly initialised SNGAN generator, as training.synthesize writes them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    gen = Generator(GeneratorConfig(image_size=size)).eval()
-    with torch.no_grad():
-        images = gen(gen.sample_z(n, torch.Generator().manual_seed(seed)))
-    for i, data in enumerate(images_to_bytes(images)):
-        (folder / f"synthetic_{i:05d}.png").write_bytes(data)
-    return folder
 
 
 @pytest.fixture(scope="module")
