@@ -106,8 +106,10 @@ class Settings(BaseSettings):
     # 3 MP, or four 12 MP phone photos; the models need 256 px a side of each.
     max_request_pixels: int = Field(48_000_000, ge=1)
     # Images being decoded at once, all requests together (the decode pool's backlog); a
-    # request whose images do not fit is a 503 with Retry-After before any is decoded.
-    max_decoding_images: int = Field(32, ge=1)
+    # request whose images do not fit is a 503 with Retry-After before any is decoded. 64: a
+    # burst of max_inflight_requests single-image requests decodes; a burst of 16-image
+    # requests is held to four at once.
+    max_decoding_images: int = Field(64, ge=1)
     max_files: int = Field(16, ge=1)
     max_generate_n: int = Field(16, ge=1)
 
