@@ -77,12 +77,20 @@ async def selected_detectors(
 SelectedDetectorsDep = Annotated[list[DetectorRunner], Depends(selected_detectors)]
 
 
-async def detect_room(services: ServicesDep, detectors: SelectedDetectorsDep) -> None:
-    """503 before the upload is read or decoded when a model's queue is already full: a
-    request that will be refused must not cost a decode first."""
+async def detect_room(
+    request: Request, services: ServicesDep, detectors: SelectedDetectorsDep
+) -> None:
+    """503 before the upload is read when a model's queue is already full, or when the decode
+    gate has no room for even one image: a request that will be refused must not cost a read
+    or a decode first. (How many images it holds is known only once it is read:
+    :func:`decoding_slots` then takes room for all of them.)"""
     for detector in detectors:
         if not services.room_for(detector):
             raise Overloaded(detector.name, services.settings.retry_after_s)
+    gate = request.app.state.decode_gate
+    if gate.in_flight >= gate.limit:
+        settings, metrics = services.settings, request.app.state.metrics
+        raise _busy(metrics.decode_rejected, _decoding_detail(settings), settings.retry_after_s)
 
 
 def _bearer_token(authorization: str | None) -> str | None:
@@ -131,6 +139,16 @@ async def rate_limit(request: Request, settings: SettingsDep, metrics: MetricsDe
         )
 
 
+def _busy(refused: Counter, detail: str, retry_after_s: int) -> HTTPException:
+    """A 503 + Retry-After, counted in ``refused``."""
+    refused.inc()
+    return HTTPException(503, detail, headers={"Retry-After": str(retry_after_s)})
+
+
+def _decoding_detail(settings: Settings) -> str:
+    return f"server busy: {settings.max_decoding_images} images being decoded"
+
+
 @asynccontextmanager
 async def _hold(
     gate: AdmissionGate, refused: Counter, detail: str, retry_after_s: int, n: int = 1
@@ -138,8 +156,7 @@ async def _hold(
     """``n`` slots of ``gate`` while the block runs, or 503 + Retry-After at once (counted in
     ``refused``) when they are not free: before the work they stand for starts."""
     if not gate.try_enter(n):
-        refused.inc()
-        raise HTTPException(503, detail, headers={"Retry-After": str(retry_after_s)})
+        raise _busy(refused, detail, retry_after_s)
     try:
         yield
     finally:
@@ -162,8 +179,8 @@ def decoding_slots(request: Request, images: int) -> AbstractAsyncContextManager
     all requests together), or 503 + Retry-After before any of them is decoded: the decode
     pool's backlog, and so the wait of every upload behind it, stays bounded."""
     settings, metrics = request.app.state.settings, request.app.state.metrics
-    detail = f"server busy: {settings.max_decoding_images} images being decoded"
     gate = request.app.state.decode_gate
+    detail = _decoding_detail(settings)
     return _hold(gate, metrics.decode_rejected, detail, settings.retry_after_s, images)
 
 

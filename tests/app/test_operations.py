@@ -130,7 +130,8 @@ async def test_images_past_the_decode_limit_get_503_before_any_is_decoded(
     npr_only: Callable,
 ) -> None:
     """With two images in decode (the decode thread held), a third is refused at once: a text
-    upload gets the 503, not the 415 a decode would give; the slots come back afterwards."""
+    upload gets the 503, not the 415 a decode would give, and an upload over the size limit the
+    503, not the 413 reading it would give; the slots come back afterwards."""
     settings = npr_only(max_decoding_images=2, max_files=2, max_generate_n=2, decode_threads=1)
     async with running_app(settings) as (app, client):
         pool, held = app.state.host.services.image_pool, threading.Event()
@@ -141,6 +142,9 @@ async def test_images_past_the_decode_limit_get_503_before_any_is_decoded(
             await _until(lambda: pool._work_queue.qsize() > 0)  # its images wait for the thread
             text = {"file": ("t.png", b"not an image at all", "image/png")}
             busy = await client.post("/detect", files=text)
+            # Not even read: an upload over the size limit is refused for the gate, not a 413.
+            big = {"file": ("big.png", b"0" * (settings.max_upload_bytes + 1), "image/png")}
+            unread = await client.post("/detect", files=big)
         finally:
             held.set()
         assert (await first).status_code == 200
@@ -148,8 +152,9 @@ async def test_images_past_the_decode_limit_get_503_before_any_is_decoded(
         metrics = (await client.get("/metrics")).text
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
     assert "2 images being decoded" in busy.json()["detail"]
+    assert unread.status_code == 503 and "2 images being decoded" in unread.json()["detail"]
     assert after.status_code == 200
-    assert metric_value(metrics, "dermafake_decode_rejected_total") == 1
+    assert metric_value(metrics, "dermafake_decode_rejected_total") == 2
     assert metric_value(metrics, "dermafake_decoding_images") == 0
 
 
