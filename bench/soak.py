@@ -5,9 +5,10 @@ stops growing.
 ``python -m app`` is started on a free loopback port with the given artifacts; ``--concurrency``
 clients send requests back to back for ``--seconds``: valid ``/detect`` uploads (one or several
 real images), ``/generate``, and a ``--hostile`` share of bad ones (not an image, a truncated
-JPEG, a decompression-bomb header, a GIF, an upload over the size limit, too many files, a wrong
-field, out-of-range parameters, and clients that hang up mid-request). The service's resident
-memory (VmRSS) is sampled every second.
+JPEG, a decompression-bomb header, sixteen flat 12 MP PNGs of 42 kB each (a pixel flood), a
+GIF, an upload over the size limit, too many files, a wrong field, out-of-range parameters,
+and clients that hang up mid-request). The service's resident memory (VmRSS) is sampled every
+second.
 
 Pass/fail (exit status 1 on failure, figures in the JSON either way):
 - no 500/502/504 and no 503 without Retry-After (a 503 with it is the overload contract);
@@ -97,9 +98,18 @@ def _gif() -> bytes:
     return buf.getvalue()
 
 
+def _flat_png(width: int, height: int) -> bytes:
+    """A real, decodable PNG of one colour: a few kB that cost a full decode of width x height."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 90, 80)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def hostile_requests(photo: bytes) -> dict[str, dict]:
     """Each hostile kind as httpx request arguments, with the status family it must get."""
+    flat = _flat_png(4000, 3000)  # 12 MP each, within the per-image limit; 16 are 192 MP
     return {
+        "pixel flood": {"files": [("files", (f"{i}.png", flat)) for i in range(16)]},
         "not an image": {"files": {"file": ("a.png", b"hello " * 50)}},
         "truncated jpeg": {"files": {"file": ("cut.jpg", photo[: len(photo) // 3])}},
         "decompression bomb": {"files": {"file": ("bomb.png", png_header(60000, 60000))}},
