@@ -69,7 +69,7 @@ def discover(artifacts_dir: Path) -> list[DetectorSpec]:
     return sorted(found, key=lambda spec: spec.name)
 
 
-def _looks_like_path(entry: str) -> bool:
+def looks_like_path(entry: str) -> bool:
     return "/" in entry or "\\" in entry or entry.endswith(".safetensors")
 
 
@@ -88,7 +88,7 @@ def find_detectors(settings: Settings) -> list[DetectorSpec]:
         specs = []
         discovered: list[DetectorSpec] | None = None
         for entry in settings.detectors or []:
-            if _looks_like_path(entry):
+            if looks_like_path(entry):
                 specs.append(read_detector(entry))
                 continue
             if discovered is None:

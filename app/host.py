@@ -5,8 +5,9 @@ The port opens before any model loads, so an orchestrator sees a process that an
 or waiting for artifacts that a trainer has not written yet). A load that fails is retried when
 the files it read change (a trainer finishing, an operator copying a checkpoint in), checked every
 ``load_retry_s``, so ``api`` started beside ``trainer`` picks the models up instead of crash
-looping. While the trainer's marker (``models.artifacts``) is in the artifacts folder, nothing is
-loaded: the files beside it are unfinished, and a model loaded now would be served for good.
+looping. While a trainer's marker (``models.artifacts``) is in a folder the load reads from
+(:func:`run_folders`), nothing is loaded: the files beside it are unfinished, and a model loaded
+now would be served for good; a load during which a marker appeared or files changed is redone.
 On SIGTERM :meth:`ModelHost.drain` refuses new work at once (503 + Retry-After) while the
 server lets requests in flight finish; :meth:`stop` then frees the models.
 """
@@ -19,12 +20,37 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.discovery import looks_like_path
 from app.metrics import Metrics
 from app.services import Services
 from app.settings import Settings
 from models import artifacts
 
 logger = logging.getLogger(__name__)
+
+
+def run_folders(settings: Settings) -> list[Path]:
+    """Folders a trainer may be writing this load's files into, whose marker holds it back:
+    the artifacts folder when detectors are found (or named) there, and the run folder of every
+    file given by path (``OUT`` of ``OUT/<stage>/file``), the generator's included."""
+    entries = [*(settings.detectors or [])]
+    if settings.detector_path is not None:
+        entries.append(str(settings.detector_path))
+    folders = []
+    if not entries or any(not looks_like_path(entry) for entry in entries):
+        folders.append(settings.artifacts_dir)
+    for path in [Path(e) for e in entries if looks_like_path(e)] + [settings.generator_checkpoint]:
+        folders.append(path.parent if path.is_dir() else path.parent.parent)
+    return list(dict.fromkeys(folders))
+
+
+def training_in(settings: Settings) -> str | None:
+    """Why a trainer's marker holds this load back, or None when none does."""
+    for folder in run_folders(settings):
+        info = artifacts.read_marker(folder)
+        if info is not None:
+            return artifacts.describe(folder, info)
+    return None
 
 
 def artifact_fingerprint(settings: Settings) -> tuple[tuple[str, int, int], ...]:
@@ -34,8 +60,8 @@ def artifact_fingerprint(settings: Settings) -> tuple[tuple[str, int, int], ...]
         candidates.append(settings.detector_path)
     for name in settings.detectors or []:
         candidates.append(Path(name))
+    candidates += [artifacts.marker_path(folder) for folder in run_folders(settings)]
     if settings.artifacts_dir.is_dir():
-        candidates.append(artifacts.marker_path(settings.artifacts_dir))
         candidates += sorted(settings.artifacts_dir.glob("*/*.safetensors"))
         candidates.append(settings.artifacts_dir / "evaluation" / "report.json")
     out = []
@@ -107,17 +133,24 @@ class ModelHost:
         last_error = None
         while True:
             seen = artifact_fingerprint(settings)
-            training = artifacts.read_marker(settings.artifacts_dir)
-            if training is not None:
-                self._reason = artifacts.describe(settings.artifacts_dir, training)
-                if self._reason != last_error:
-                    logger.warning("not loading the models: %s", self._reason)
-                    last_error = self._reason
-                await self._until_changed(seen)
+            training = training_in(settings)
+            if training is not None:  # read again every retry: it may turn stale
+                self._reason = training
+                if training != last_error:
+                    logger.warning("not loading the models: %s", training)
+                    last_error = training
+                await asyncio.sleep(settings.load_retry_s)
                 continue
             self._reason = "loading models"
             try:
-                self.services = await Services.start(settings, self.metrics, self._progress)
+                services = await Services.start(settings, self.metrics, self._progress)
+                if training_in(settings) is not None or artifact_fingerprint(settings) != seen:
+                    # A trainer began (or files changed) while loading: what was read may be a
+                    # mix of two runs. Start over.
+                    logger.warning("the artifacts changed while loading; loading again")
+                    await services.stop()
+                    continue
+                self.services = services
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -42,6 +42,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -675,28 +676,16 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     report = preflight(cfg, prof, until(build_stages(cfg, prof), cfg.until))
     if cfg.check_only:
         return {}
-    marker = {"state": "running", "profile": cfg.profile, "started": _now(), "stage": "download"}
-    artifacts.write_marker(cfg.out, **marker)  # a service beside us waits (models.artifacts)
-    try:
+    # A service reading cfg.out waits while this runs, and after a failure (models.artifacts).
+    with artifacts.TrainingRun(cfg.out, profile=cfg.profile, stage="download") as run:
         fetch_inputs(cfg, report)
         n_images = len(load_index(cfg.data)) if report.download_data else report.n_images
         stages = until(build_stages(cfg, prof, n_images), cfg.until)
         tokens: dict[str, str] = {}
         for st in stages:
-            marker["stage"] = st.name
-            artifacts.write_marker(cfg.out, **marker)
+            run.stage(st.name)
             tokens[st.name] = _run_stage(st, "".join(tokens[d] for d in st.deps), cfg)
-        result = _finish(cfg, stages[-1].name)
-    except BaseException as exc:  # Ctrl-C included: the stage's folder is half written
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        artifacts.write_marker(cfg.out, **{**marker, "state": "failed", "error": error})
-        raise
-    artifacts.clear_marker(cfg.out)
-    return result
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return _finish(cfg, stages[-1].name)
 
 
 def _finish(cfg: PipelineConfig, last: str) -> dict[str, Any]:
@@ -859,8 +848,15 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     )
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(f"[pipeline] stopped by signal {signum} (SIGTERM)")
+
+
 def cli(argv: list[str] | None = None) -> None:
-    """Exit 1 with every preflight problem (or a download error), without a traceback."""
+    """Exit 1 with every preflight problem (or a download error), without a traceback.
+    SIGTERM (``docker compose stop``, a Kubernetes eviction) unwinds like Ctrl-C, so the
+    trainer's marker says the run failed instead of claiming a trainer that is gone."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         main(parse_args(argv))
     except (preflight_.PreflightFailed, DatasetError) as exc:

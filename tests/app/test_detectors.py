@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from app.discovery import DetectorSetupError, find_detectors
+from app.host import run_folders, training_in
 from app.main import create_app
 from app.runners import DetectorRunner
 from app.settings import Settings
@@ -215,6 +217,40 @@ async def test_while_a_trainer_writes_the_folder_nothing_is_loaded(
         artifacts_.clear_marker(artifacts)
         await _until_ready(lambda: client.get("/readyz"), give_up_on_error=False)
         assert (await client.post("/detect", files=upload)).status_code == 200
+
+
+def test_a_marker_holds_back_only_the_folders_this_load_reads(tmp_path: Path) -> None:
+    """A trainer writing ./artifacts must not stop a service whose models all come from
+    elsewhere; a trainer writing the run folder of a file given by path must."""
+    art, other = tmp_path / "artifacts", tmp_path / "runs" / "quick"
+    elsewhere = Settings(
+        artifacts_dir=art,
+        detectors=[str(other / "general" / "detector.safetensors")],
+        generator_path=other / "gan" / "generator.safetensors",
+    )
+    assert run_folders(elsewhere) == [other]
+    artifacts_.write_marker(art, state="running", stage="gan")
+    assert training_in(elsewhere) is None
+    artifacts_.write_marker(other, state="running", stage="general")
+    assert "stage general" in (training_in(elsewhere) or "")
+    discovered = Settings(artifacts_dir=art)  # the generator under it too
+    assert run_folders(discovered) == [art]
+    by_name = Settings(artifacts_dir=art, detectors=["npr-general"], generator_path=other / "g")
+    assert run_folders(by_name) == [art, other.parent]
+
+
+def test_a_marker_nobody_refreshes_is_called_stale(tmp_path: Path) -> None:
+    """A trainer killed outright (SIGKILL, out of memory) cannot mark its run failed; its
+    marker stops being refreshed, and the reason says what that most likely means."""
+    path = artifacts_.write_marker(tmp_path, state="running", stage="detector")
+    fresh = artifacts_.describe(tmp_path, artifacts_.read_marker(tmp_path) or {})
+    assert "waiting for the trainer" in fresh
+    info = json.loads(path.read_text())
+    then = datetime.now(UTC) - timedelta(seconds=artifacts_.STALE_S + 60)
+    info["updated"] = then.strftime("%Y-%m-%dT%H:%M:%S%z")
+    path.write_text(json.dumps(info))
+    stale = artifacts_.describe(tmp_path, artifacts_.read_marker(tmp_path) or {})
+    assert "has not refreshed" in stale and "most likely killed" in stale
 
 
 def test_one_runner_class_serves_every_detector_kind(checkpoints: Checkpoints) -> None:

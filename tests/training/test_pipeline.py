@@ -6,6 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,8 @@ from models.checkpoint import read_meta
 from tests.app.conftest import running_app
 from training import pipeline
 from training.common import read_csv
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _stage_tokens(out: Path) -> dict[str, str]:
@@ -195,6 +201,52 @@ def test_the_marker_names_the_running_stage_and_a_failure_stays_marked(
     assert (left["state"], left["stage"]) == ("failed", "gan")
     assert left["error"] == "RuntimeError: disk full"
     assert "failed at stage gan" in artifacts_.describe(out, left)
+
+
+def test_the_marker_is_refreshed_while_a_stage_runs(tmp_path: Path) -> None:
+    """The heartbeat rewrites the marker (here every 20 ms) until the block ends; a clean end
+    removes it."""
+    with artifacts_.TrainingRun(tmp_path, heartbeat_s=0.02, stage="gan") as run:
+        artifacts_.clear_marker(tmp_path)  # gone: only the heartbeat can bring it back
+        for _ in range(500):
+            if artifacts_.marker_path(tmp_path).exists():
+                break
+            time.sleep(0.01)
+        info = artifacts_.read_marker(tmp_path)
+        assert info is not None and (info["state"], info["stage"]) == ("running", "gan")
+        run.stage("detector")
+    assert not artifacts_.marker_path(tmp_path).exists()
+
+
+def test_sigterm_marks_the_run_failed(ham_dir: Path, tmp_path: Path) -> None:
+    """``docker compose stop`` sends SIGTERM: the pipeline unwinds as on Ctrl-C and its marker
+    says the run failed, instead of claiming for good a trainer that is gone."""
+    out = tmp_path / "run"
+    args = ["--data", str(ham_dir), "--out", str(out), "--profile", "quick", "--until",
+            "features", "--device", "cpu", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.pipeline", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(1200):  # the quick feature stage runs for minutes: time to catch it
+            info = artifacts_.read_marker(out)
+            if info is not None and info.get("stage") == "features":
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "stopped by signal" in err
+    left = artifacts_.read_marker(out)
+    assert left is not None and (left["state"], left["stage"]) == ("failed", "features")
+    assert "SIGTERM" in left["error"]
 
 
 def test_the_cpu_long_profile_is_the_quick_one_with_a_longer_generator() -> None:
