@@ -13,6 +13,7 @@ second.
 Pass/fail (exit status 1 on failure, figures in the JSON either way):
 - no 500/502/504 and no 503 without Retry-After (a 503 with it is the overload contract);
 - no lost request: every request the client completed got an HTTP answer (hang-ups excepted);
+- every hostile request refused with the status its kind must get (``HOSTILE_STATUS``) or a 503;
 - RSS growth over the second half below ``--max-growth-mb`` (warm-up and first-batch
   allocations happen in the first half).
 
@@ -105,8 +106,24 @@ def _flat_png(width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
+# What each hostile kind must get (a 503 with Retry-After is also right: a saturated server
+# refuses before looking).
+HOSTILE_STATUS = {
+    "pixel flood": 413,
+    "not an image": 415,
+    "truncated jpeg": 422,
+    "decompression bomb": 422,
+    "gif": 415,
+    "over the size limit": 413,
+    "too many files": 413,
+    "wrong field": 422,
+    "bad n": 422,
+    "bad seed": 422,
+}
+
+
 def hostile_requests(photo: bytes) -> dict[str, dict]:
-    """Each hostile kind as httpx request arguments, with the status family it must get."""
+    """Each hostile kind (``HOSTILE_STATUS``) as httpx request arguments."""
     flat = _flat_png(4000, 3000)  # 12 MP each, within the per-image limit; 16 are 192 MP
     return {
         "pixel flood": {"files": [("files", (f"{i}.png", flat)) for i in range(16)]},
@@ -128,15 +145,19 @@ class Tally:
     by_kind: dict[str, Counter] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)
     bad: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)  # hostile kinds not refused as they must be
     hangups: int = 0
     cut_off: int = 0
     requests: int = 0
+    hostile_sent: int = 0
 
     def record(self, kind: str, response: httpx.Response) -> None:
         self.requests += 1
         status = response.status_code
         self.statuses[status] += 1
         self.by_kind.setdefault(kind, Counter())[status] += 1
+        if kind in HOSTILE_STATUS and status not in (HOSTILE_STATUS[kind], 503):
+            self.wrong.append(f"{kind}: {status}, expected {HOSTILE_STATUS[kind]}")
         if status in (500, 502, 504) or (status == 503 and "Retry-After" not in response.headers):
             self.bad.append(f"{kind}: {status} {response.text[:200]}")
 
@@ -157,14 +178,21 @@ async def _hang_up(base: str, photo: bytes) -> None:
 
 
 async def _client(
-    base: str, photos: list[bytes], cfg: Config, tally: Tally, deadline: float, rng: random.Random
+    base: str,
+    photos: list[bytes],
+    hostile: dict[str, dict],
+    cfg: Config,
+    tally: Tally,
+    deadline: float,
+    rng: random.Random,
 ) -> None:
-    hostile = hostile_requests(photos[0])
+    kinds = [*hostile, "hang up"]
     async with httpx.AsyncClient(base_url=base, timeout=120) as client:
         while time.monotonic() < deadline:
             roll = rng.random()
-            if roll < cfg.hostile:
-                kind = rng.choice([*hostile, "hang up"])
+            if roll < cfg.hostile:  # the kinds in turn, all clients together: each one is sent
+                kind = kinds[tally.hostile_sent % len(kinds)]
+                tally.hostile_sent += 1
                 if kind == "hang up":
                     await _hang_up(base, rng.choice(photos))
                     tally.hangups += 1
@@ -214,9 +242,10 @@ async def soak(base: str, pid: int, cfg: Config) -> dict:
     rng = random.Random(cfg.seed)
     photos = [p.read_bytes() for p in rng.sample(files, k=min(64, len(files)))]
     tally, samples = Tally(), []
+    hostile = hostile_requests(photos[0])  # once: the flood's PNG takes 0.2 s to encode
     deadline = time.monotonic() + cfg.seconds
     clients = [
-        _client(base, photos, cfg, tally, deadline, random.Random(cfg.seed * 1000 + i))
+        _client(base, photos, hostile, cfg, tally, deadline, random.Random(cfg.seed * 1000 + i))
         for i in range(cfg.concurrency)
     ]
     await asyncio.gather(_sample_rss(pid, samples, deadline), *clients)
@@ -232,6 +261,8 @@ async def soak(base: str, pid: int, cfg: Config) -> dict:
         "server_error_count": len(tally.bad),
         "lost": tally.lost[:20],
         "lost_count": len(tally.lost),
+        "wrongly_answered": tally.wrong[:20],
+        "wrongly_answered_count": len(tally.wrong),
         "rss_mb": {
             "start": samples[0][1] if samples else None,
             "end": samples[-1][1] if samples else None,
@@ -261,6 +292,9 @@ def main(cfg: Config) -> int:
     failures = [
         f"{result['server_error_count']} server errors" if result["server_error_count"] else "",
         f"{result['lost_count']} lost requests" if result["lost_count"] else "",
+        f"{result['wrongly_answered_count']} hostile requests not refused as they must be"
+        if result["wrongly_answered_count"]
+        else "",
         f"RSS grew {growth:.0f} MB in the second half" if growth > cfg.max_growth_mb else "",
         "" if alive else "not ready after the soak",
     ]
