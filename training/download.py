@@ -140,24 +140,35 @@ def md5_of(path: Path) -> str:
 
 
 def verify(path: Path, remote: RemoteFile) -> None:
-    """Size and MD5 as listed; a mismatch is an error naming the file to delete."""
+    """Size and MD5 as listed; a mismatch is an error naming the file."""
     size = path.stat().st_size
     if remote.size and size != remote.size:
-        raise DatasetError(f"{path}: {size} bytes, the listing says {remote.size}; delete it")
+        raise DatasetError(f"{path}: {size} bytes, the listing says {remote.size}")
     if remote.md5 and md5_of(path) != remote.md5:
-        raise DatasetError(f"{path}: MD5 differs from the listing ({remote.md5}); delete it")
+        raise DatasetError(f"{path}: MD5 differs from the listing ({remote.md5})")
+
+
+def _verified(path: Path, remote: RemoteFile) -> Path:
+    """``path`` once it matches the listing; a file that does not can only be fetched anew, so
+    it is removed (it may sit in a volume the user cannot easily reach) and the error says so."""
+    try:
+        verify(path, remote)
+    except DatasetError as exc:
+        path.unlink()
+        raise DatasetError(f"{exc}: removed it; run again to download it anew") from exc
+    return path
 
 
 def fetch(url: str, dest: Path, remote: RemoteFile) -> Path:
     """Download to ``dest`` via ``dest.part``, resuming with an HTTP Range request.
 
     A ``.part`` that is already whole (a run stopped while checking its MD5) is checked without
-    asking the server again; one longer than the listed size starts over. Network errors are a
-    DatasetError that says the next run resumes.
+    asking the server again (and when the listing gives no size, a 416 for the bytes past it
+    means the same); one longer than the listed size starts over; one that fails its check is
+    removed. Network errors are a DatasetError that says the next run resumes.
     """
     if dest.is_file():
-        verify(dest, remote)
-        return dest
+        return _verified(dest, remote)
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
     if remote.size and have > remote.size:
@@ -165,15 +176,21 @@ def fetch(url: str, dest: Path, remote: RemoteFile) -> Path:
     if not (remote.size and have == remote.size):
         try:
             _download(url, part, have, remote.size, dest.name)
+        except urllib.error.HTTPError as exc:
+            if not (exc.code == 416 and have):  # 416: nothing past what we have, so check it
+                raise _stopped(url, part, exc) from exc
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise DatasetError(
-                f"downloading {url} into {part} stopped: {reason}. Run the same command again: "
-                "it resumes from where it stopped"
-            ) from exc
-    verify(part, remote)
-    part.replace(dest)
+            raise _stopped(url, part, exc) from exc
+    _verified(part, remote).replace(dest)
     return dest
+
+
+def _stopped(url: str, part: Path, exc: Exception) -> DatasetError:
+    reason = getattr(exc, "reason", None) or exc
+    return DatasetError(
+        f"downloading {url} into {part} stopped: {reason}. Run the same command again: it "
+        "resumes from where it stopped"
+    )
 
 
 def _download(url: str, part: Path, have: int, size: int, label: str) -> None:

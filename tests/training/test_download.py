@@ -120,8 +120,12 @@ def test_fetch_resumes_a_partial_download_and_checks_md5(tmp_path):
     assert not (tmp_path / (dest.name + ".part")).exists()
     dest.unlink()
     (tmp_path / (dest.name + ".part")).write_bytes(b"garbage" + data[7:])  # a corrupt part
-    with serve(files) as server, pytest.raises(DatasetError, match="MD5"):
+    with serve(files) as server, pytest.raises(DatasetError, match=r"MD5.*removed it; run again"):
         fetch(remote.url(server.url), dest, remote)
+    assert not (tmp_path / (dest.name + ".part")).exists()  # the next run starts over
+    with serve(files) as server:
+        fetch(remote.url(server.url), dest, remote)
+    assert dest.read_bytes() == data
 
 
 def test_fetch_weights_checks_the_hash_in_the_file_name(tmp_path):
@@ -152,6 +156,24 @@ def test_a_whole_part_is_checked_without_asking_again(tmp_path):
     with serve(files) as server:
         fetch(remote.url(server.url), dest, remote)
     assert dest.read_bytes() == data and server.requests == []
+
+
+def test_without_a_listed_size_a_416_means_the_part_is_whole(tmp_path):
+    """A listing without sizes: the whole .part asks for the bytes past its end, the server
+    answers 416, and the file is checked (MD5) instead of the error looping on every run."""
+    from tests.training.ham_like import dataverse_listing, ham_archive, serve
+    from training.download import fetch
+
+    files = ham_archive(lesions_per_dx=2)
+    listed = next(f for f in select_files(dataverse_listing(files)) if f.name.endswith("_1"))
+    remote = RemoteFile(listed.name, listed.file_id, 0, listed.md5, False)
+    data = files["HAM10000_images_part_1.zip"]
+    dest = tmp_path / "HAM10000_images_part_1.zip"
+    (tmp_path / (dest.name + ".part")).write_bytes(data)
+    with serve(files) as server:
+        fetch(remote.url(server.url), dest, remote)
+    assert dest.read_bytes() == data
+    assert [r[2] for r in server.requests] == [f"bytes={len(data)}-"]
 
 
 def test_a_network_error_says_the_next_run_resumes(tmp_path):
