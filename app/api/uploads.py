@@ -190,7 +190,9 @@ async def decoded_images(
             services.image_pool, header_pixels_of, uploads, settings.max_pixels
         )
         check_request_pixels(pixels, settings.max_request_pixels)
-        # Every decode ends before the slots are given back, a failed request's included.
+        # A failed decode gives its slots back only when the request's other decodes are done
+        # (return_exceptions). A request cancelled here (its client gone) gives them back at
+        # once, while decodes already running in the pool finish on their own.
         done = await asyncio.gather(
             *(decode(name, data) for name, data in uploads), return_exceptions=True
         )

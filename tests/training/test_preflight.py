@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
@@ -165,6 +166,8 @@ def test_probes_give_up_together_at_one_deadline() -> None:
         probes = preflight.Probes(timeout_s=0.5)
         probes.start(f"{url}/a")
         probes.start(f"{url}/b", "HEAD")
+        running = [t for t in threading.enumerate() if t.name == "preflight-probe"]
+        assert len(running) >= 2  # both in flight at once, before either result is asked for
         for path, method in (("/a", "GET"), ("/b", "HEAD")):
             body, why = probes.result(f"{url}{path}", method)
             assert body is None and why == "no answer within 0.5 s"
