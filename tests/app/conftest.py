@@ -203,16 +203,20 @@ LOAD_TIMEOUT_S = 300
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def running_app(
+    settings: Settings, ready: bool = True
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app with its lifespan run and its models loaded (they load in the background, as in
-    the server), and an in-process async client on the same event loop."""
+    the server), and an in-process async client on the same event loop. ``ready=False``: at
+    once, loaded or not, as a client finds the port open (for the not-ready states)."""
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://test") as client,
     ):
-        await _until_ready(lambda: client.get("/readyz"))
+        if ready:
+            await _until_ready(lambda: client.get("/readyz"))
         yield app, client
 
 

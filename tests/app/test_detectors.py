@@ -39,6 +39,7 @@ from tests.app.conftest import (
     _until_ready,
     image_bytes,
     ready_client,
+    running_app,
     write_npr,
 )
 
@@ -121,6 +122,30 @@ def test_duplicate_and_reserved_names_are_refused_naming_the_files(
         find_detectors(Settings(detectors=[str(reserved)]))
 
 
+def _write_trained(checkpoints: Checkpoints, artifacts: Path) -> None:
+    """What a trainer has written by its detector stage: a detector and the generator, each
+    atomically (as save_model writes them)."""
+    for source, target in (
+        (checkpoints.npr, artifacts / NPR_NAME / "detector.safetensors"),
+        (checkpoints.generator, artifacts / "gan" / "generator.safetensors"),
+    ):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target.with_suffix(".tmp"))
+        target.with_suffix(".tmp").replace(target)
+
+
+async def _not_ready_saying(client: httpx.AsyncClient, words: str) -> httpx.Response:
+    """The first /readyz answer whose reason says ``words`` (the models load in the
+    background); every answer until then is a 503."""
+    for _ in range(200):
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        if words in ready.json()["detail"]:
+            return ready
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"/readyz never said {words!r}: {ready.json()}")
+
+
 @pytest.mark.anyio
 async def test_without_artifacts_the_port_is_up_not_ready_saying_why_then_picks_them_up(
     make_settings: Callable[..., Settings], checkpoints: Checkpoints, tmp_path: Path
@@ -133,18 +158,9 @@ async def test_without_artifacts_the_port_is_up_not_ready_saying_why_then_picks_
         generator_path=artifacts / "gan" / "generator.safetensors",
         load_retry_s=0.05,
     )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
-        for _ in range(200):
-            ready = await client.get("/readyz")
-            if "cannot load" in ready.json()["detail"]:
-                break
-            await asyncio.sleep(0.05)
-        assert ready.status_code == 503 and ready.headers["Retry-After"] == "1"
+    async with running_app(settings, ready=False) as (_, client):
+        ready = await _not_ready_saying(client, "cannot load")
+        assert ready.headers["Retry-After"] == "1"
         assert "python -m training.pipeline" in ready.json()["detail"]
         assert str(artifacts) in ready.json()["detail"]
         assert (await client.get("/healthz")).status_code == 200
@@ -153,14 +169,7 @@ async def test_without_artifacts_the_port_is_up_not_ready_saying_why_then_picks_
         assert refused.status_code == 503 and "Retry-After" in refused.headers
         assert "cannot load" in refused.json()["detail"]
 
-        # The trainer writes its files (atomically, as save_model does).
-        for source, target in (
-            (checkpoints.npr, artifacts / NPR_NAME / "detector.safetensors"),
-            (checkpoints.generator, artifacts / "gan" / "generator.safetensors"),
-        ):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target.with_suffix(".tmp"))
-            target.with_suffix(".tmp").replace(target)
+        _write_trained(checkpoints, artifacts)
         await _until_ready(lambda: client.get("/readyz"), give_up_on_error=False)
         answer = await client.post("/detect", files=upload)
         assert answer.status_code == 200
@@ -175,35 +184,15 @@ async def test_while_a_trainer_writes_the_folder_nothing_is_loaded(
     still improving must not be loaded (and then served for good). The service waits while the
     marker says a stage runs, stays not ready after a failed run, and loads once it is gone."""
     artifacts = tmp_path / "artifacts"
-    for source, target in (  # what a trainer has written by its detector stage
-        (checkpoints.npr, artifacts / NPR_NAME / "detector.safetensors"),
-        (checkpoints.generator, artifacts / "gan" / "generator.safetensors"),
-    ):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+    _write_trained(checkpoints, artifacts)
     artifacts_.write_marker(artifacts, state="running", stage="general", profile="quick")
     settings = make_settings(
         artifacts_dir=artifacts,
         generator_path=artifacts / "gan" / "generator.safetensors",
         load_retry_s=0.05,
     )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
-
-        async def detail_when(words: str) -> str:
-            for _ in range(200):
-                ready = await client.get("/readyz")
-                assert ready.status_code == 503
-                if words in ready.json()["detail"]:
-                    return ready.json()["detail"]
-                await asyncio.sleep(0.05)
-            raise AssertionError(f"/readyz never said {words!r}: {ready.json()}")
-
-        detail = await detail_when("waiting for the trainer")
+    async with running_app(settings, ready=False) as (_, client):
+        detail = (await _not_ready_saying(client, "waiting for the trainer")).json()["detail"]
         assert "stage general" in detail and artifacts_.MARKER in detail
         upload = {"file": ("a.png", image_bytes(), "image/png")}
         assert (await client.post("/detect", files=upload)).status_code == 503
@@ -211,7 +200,7 @@ async def test_while_a_trainer_writes_the_folder_nothing_is_loaded(
         artifacts_.write_marker(
             artifacts, state="failed", stage="general", profile="quick", error="KeyboardInterrupt"
         )
-        detail = await detail_when("failed at stage general")
+        detail = (await _not_ready_saying(client, "failed at stage general")).json()["detail"]
         assert "KeyboardInterrupt" in detail
 
         artifacts_.clear_marker(artifacts)

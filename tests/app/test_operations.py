@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -337,12 +336,7 @@ async def test_while_the_models_load_the_port_answers_not_ready_then_ready(
         return find_detectors(settings)
 
     monkeypatch.setattr(services_module, "find_detectors", held)
-    app = create_app(npr_only())
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-    ):
+    async with running_app(npr_only(), ready=False) as (_, client):
         try:
             ready = await client.get("/readyz")
             health = await client.get("/healthz")
