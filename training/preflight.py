@@ -143,20 +143,16 @@ class Probes:
         return self._results.get((url, method), (None, f"no answer within {self._timeout_s:g} s"))
 
 
-def has_data(data: Path) -> bool:
+def index_data(data: Path) -> tuple[int, str | None]:
+    """(images in the data folder, None), or (0, what is wrong with it)."""
     try:
-        load_index(data)
-    except DatasetError:
-        return False
-    return True
-
-
-def check_data(req: Request, report: Report, probes: Probes) -> None:
-    try:
-        report.n_images = len(load_index(req.data))
-        return
+        return len(load_index(data)), None
     except DatasetError as exc:
-        problem = str(exc)
+        return 0, str(exc)
+
+
+def check_data(req: Request, report: Report, probes: Probes, problem: str) -> None:
+    """The data folder is not usable (``problem``): how to fix it, or what --download fetches."""
     layout = (
         f"{req.data}/HAM10000_images_part_1/*.jpg, {req.data}/HAM10000_images_part_2/*.jpg and "
         f"{req.data}/HAM10000_metadata.csv (the three files of {DATAVERSE_PAGE}, ZIPs unpacked), "
@@ -325,13 +321,14 @@ def check(req: Request) -> Report:
     """Every problem at once (nothing is created, nothing is trained)."""
     report = Report()
     probes = Probes()
+    report.n_images, data_problem = index_data(req.data) if req.needs_data else (0, None)
     if req.download:  # both servers at once: offline, the preflight costs one timeout, not two
         if any(not path.is_file() for path in req.weights.values()):
             probes.start(req.weights_url, "HEAD")
-        if req.needs_data and not has_data(req.data):
+        if data_problem:
             probes.start(listing_url(req.data_source, req.doi))
-    if req.needs_data:
-        check_data(req, report, probes)
+    if data_problem:
+        check_data(req, report, probes, data_problem)
     check_weights(req, report, probes)
     check_output(req, report)
     check_device(req, report)
