@@ -13,9 +13,12 @@ class AdmissionGate:
         self.limit = limit
         self.in_flight = 0
 
+    def has_room(self, n: int = 1) -> bool:
+        return self.in_flight + n <= self.limit
+
     def try_enter(self, n: int = 1) -> bool:
         """Take ``n`` units (requests, images) if all fit; none otherwise."""
-        if self.in_flight + n > self.limit:
+        if not self.has_room(n):
             return False
         self.in_flight += n
         return True

@@ -87,8 +87,7 @@ async def detect_room(
     for detector in detectors:
         if not services.room_for(detector):
             raise Overloaded(detector.name, services.settings.retry_after_s)
-    gate = request.app.state.decode_gate
-    if gate.in_flight >= gate.limit:
+    if not request.app.state.decode_gate.has_room():
         settings, metrics = services.settings, request.app.state.metrics
         raise _busy(metrics.decode_rejected, _decoding_detail(settings), settings.retry_after_s)
 
