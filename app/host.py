@@ -163,13 +163,10 @@ class ModelHost:
                         settings.load_retry_s,
                     )
                     last_error = message
-                await self._until_changed(seen)
+                while artifact_fingerprint(settings) == seen:
+                    await asyncio.sleep(settings.load_retry_s)
                 continue
             return
-
-    async def _until_changed(self, seen: tuple[tuple[str, int, int], ...]) -> None:
-        while artifact_fingerprint(self.settings) == seen:
-            await asyncio.sleep(self.settings.load_retry_s)
 
     def _progress(self, step: str) -> None:
         self._reason = step
